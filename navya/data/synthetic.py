@@ -1,0 +1,522 @@
+"""Deterministic synthetic detection data in the Pascal VOC layout: navya's embedded default.
+
+Nothing can be downloaded where navya runs, so the default workload is a data set that navya
+writes itself, in exactly the layout :mod:`navya.data.voc` reads (and real VOC uses)::
+
+    <out>/VOCdevkit/VOC2007/
+        Annotations/<id>.xml          VOC XML, 1-based inclusive pixel boxes
+        JPEGImages/<id>.png           lossless RGB images (PNG), 320x320 by default
+        JPEGImages/<id>.jpg           symlink to the PNG, for tools that hard-code ".jpg"
+                                      (torchvision's VOCDetection); PIL reads by content
+        ImageSets/Main/{train,val,test,trainval}.txt
+        classes.txt                   the class names, one per line, in label order
+        navya_synthetic.json          generation config, counts and sha256 fingerprint
+
+Every image is drawn from its own generator seeded by ``(seed, split, index)``, so the data set
+is identical whatever the number of worker processes, and a single image can be regenerated.
+
+The classes are built with graded difficulty, so that a trained detector is not saturated and
+compression losses show up, unevenly, per class:
+
+========  ===============================================================
+class     what makes it easy or hard
+========  ===============================================================
+disc      large, high contrast: the easy reference
+square    rotated squares, high contrast
+triangle  rotated equilateral triangles
+cross     plus signs, medium contrast
+star      five-pointed stars, medium contrast
+ring      annuli at LOW contrast against the textured background
+pentagon  look-alike pair with ``hexagon`` (small, rotated regular polygons)
+hexagon   look-alike pair with ``pentagon``
+bar       thin (3-6 px) elongated bars at any angle: boxes mostly background
+dot       SMALL discs (9-16 px), below the smallest anchor
+========  ===============================================================
+
+On top of that: 1 to 12 objects per image, objects partially occluding each other (an object
+less than 40 % visible is marked ``difficult``, as VOC does for hard instances), distractor
+shapes of no class (arcs, lines, irregular blobs, L shapes), textured backgrounds, a lighting
+gradient and pixel noise.
+
+The fingerprint is a sha256 over every image's decoded pixels, every annotation and the split
+files: it tells one generation from another independently of the PNG encoder's bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import tempfile
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from navya.data.voc import Annotation, write_annotation
+
+SYNTHETIC_CLASSES: tuple[str, ...] = (
+    "disc",
+    "square",
+    "triangle",
+    "cross",
+    "star",
+    "ring",
+    "pentagon",
+    "hexagon",
+    "bar",
+    "dot",
+)
+
+# Per-class appearance: circumscribed size range (pixels) and contrast range (0..1 luminance
+# offset from the local background). ``bar`` sizes are lengths; its thickness is separate.
+_CLASS_STYLE: dict[str, tuple[tuple[int, int], tuple[float, float]]] = {
+    "disc": ((28, 90), (0.30, 0.60)),
+    "square": ((26, 84), (0.30, 0.60)),
+    "triangle": ((28, 90), (0.25, 0.55)),
+    "cross": ((26, 80), (0.20, 0.45)),
+    "star": ((28, 84), (0.20, 0.45)),
+    "ring": ((26, 84), (0.07, 0.16)),
+    "pentagon": ((20, 54), (0.20, 0.45)),
+    "hexagon": ((20, 54), (0.20, 0.45)),
+    "bar": ((36, 140), (0.25, 0.55)),
+    "dot": ((9, 16), (0.30, 0.60)),
+}
+
+_SPLIT_CODES = {"train": 1, "val": 2, "test": 3}
+_SUPERSAMPLE = 3  # anti-aliasing factor for shape masks
+_DIFFICULT_VISIBLE = 0.40  # below this visible fraction an object is marked difficult
+_DROP_VISIBLE = 0.10  # below this it is dropped from the annotation altogether
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class SyntheticConfig:
+    """What to generate. Defaults are the embedded default data set.
+
+    ``image_size`` is the side of the square images in pixels.
+    """
+
+    seed: int = 0
+    image_size: int = 320
+    splits: dict[str, int] = field(
+        default_factory=lambda: {"train": 3000, "val": 500, "test": 500}
+    )
+    min_objects: int = 1
+    max_objects: int = 12
+    max_distractors: int = 4
+    noise_std: float = 0.02
+    year: str = "2007"
+
+    def __post_init__(self) -> None:
+        if self.image_size < 64:
+            raise ValueError(f"image_size must be >= 64 pixels, got {self.image_size}")
+        unknown = set(self.splits) - set(_SPLIT_CODES)
+        if unknown:
+            raise ValueError(f"unknown split(s) {sorted(unknown)}; known: {sorted(_SPLIT_CODES)}")
+        if any(n < 0 for n in self.splits.values()):
+            raise ValueError(f"split sizes must be >= 0, got {self.splits}")
+        if not 1 <= self.min_objects <= self.max_objects:
+            raise ValueError(
+                f"need 1 <= min_objects <= max_objects, got {self.min_objects}, {self.max_objects}"
+            )
+        if self.max_distractors < 0 or self.noise_std < 0:
+            raise ValueError("max_distractors and noise_std must be >= 0")
+
+
+@dataclass(frozen=True)
+class SyntheticInfo:
+    """What :func:`generate` wrote: the VOC directory, counts and fingerprint."""
+
+    voc_dir: Path
+    fingerprint: str
+    counts: dict[str, int]
+    num_objects: dict[str, int]
+    config: SyntheticConfig
+
+
+# --------------------------------------------------------------------------------------------
+# Drawing
+# --------------------------------------------------------------------------------------------
+
+
+def _regular_polygon(n: int, radius: float, angle: float, star_inner: float | None = None):
+    pts = []
+    k = 2 * n if star_inner else n
+    for i in range(k):
+        r = radius if (star_inner is None or i % 2 == 0) else radius * star_inner
+        a = angle + 2 * math.pi * i / k
+        pts.append((r * math.cos(a), r * math.sin(a)))
+    return pts
+
+
+def _cross_polygon(radius: float, arm: float, angle: float):
+    h, t = radius, radius * arm
+    base = [(-t, -h), (t, -h), (t, -t), (h, -t), (h, t), (t, t), (t, h), (-t, h), (-t, t),
+            (-h, t), (-h, -t), (-t, -t)]
+    c, s = math.cos(angle), math.sin(angle)
+    return [(x * c - y * s, x * s + y * c) for x, y in base]
+
+
+def _rect_polygon(length: float, thickness: float, angle: float):
+    hl, ht = length / 2, thickness / 2
+    c, s = math.cos(angle), math.sin(angle)
+    return [(x * c - y * s, x * s + y * c) for x, y in ((-hl, -ht), (hl, -ht), (hl, ht), (-hl, ht))]
+
+
+def _mask(size: int, draw_fn: Callable[[ImageDraw.ImageDraw, float, float], None]) -> np.ndarray:
+    """Render a shape into a ``size`` x ``size`` anti-aliased alpha mask (float32, 0..1)."""
+    ss = size * _SUPERSAMPLE
+    img = Image.new("L", (ss, ss), 0)
+    draw_fn(ImageDraw.Draw(img), ss / 2, _SUPERSAMPLE)
+    img = img.resize((size, size), Image.Resampling.BOX)
+    return np.asarray(img, dtype=np.float32) / 255.0
+
+
+def _shape_mask(cls: str, size: int, rng: np.random.Generator) -> np.ndarray:
+    """Alpha mask of one object of class ``cls`` with circumscribed size ``size`` pixels."""
+    angle = float(rng.uniform(0, 2 * math.pi))
+    canvas = size + 4
+
+    def poly(points):
+        def fn(d, c, s):
+            d.polygon([(c + x * s, c + y * s) for x, y in points], fill=255)
+
+        return fn
+
+    r = size / 2
+    if cls in ("disc", "dot"):
+        def fn(d, c, s):
+            d.ellipse([c - r * s, c - r * s, c + r * s, c + r * s], fill=255)
+    elif cls == "ring":
+        inner = r * float(rng.uniform(0.5, 0.68))
+
+        def fn(d, c, s):
+            d.ellipse([c - r * s, c - r * s, c + r * s, c + r * s], fill=255)
+            d.ellipse([c - inner * s, c - inner * s, c + inner * s, c + inner * s], fill=0)
+    elif cls == "square":
+        fn = poly(_regular_polygon(4, r, angle))
+    elif cls == "triangle":
+        fn = poly(_regular_polygon(3, r, angle))
+    elif cls == "pentagon":
+        fn = poly(_regular_polygon(5, r, angle))
+    elif cls == "hexagon":
+        fn = poly(_regular_polygon(6, r, angle))
+    elif cls == "star":
+        fn = poly(_regular_polygon(5, r, angle, star_inner=0.45))
+    elif cls == "cross":
+        fn = poly(_cross_polygon(r, float(rng.uniform(0.28, 0.4)), angle))
+    elif cls == "bar":
+        thickness = float(rng.uniform(3, 6))
+        fn = poly(_rect_polygon(size, thickness, float(rng.uniform(0, math.pi))))
+    else:  # pragma: no cover - guarded by SYNTHETIC_CLASSES
+        raise ValueError(f"unknown synthetic class {cls!r}")
+    return _mask(canvas, fn)
+
+
+def _distractor_mask(rng: np.random.Generator) -> np.ndarray:
+    """A shape of no class: arc, line, irregular blob or L shape."""
+    size = int(rng.integers(16, 70))
+    kind = int(rng.integers(0, 4))
+    r = size / 2
+    if kind == 0:
+        start = float(rng.uniform(0, 360))
+        width = int(rng.integers(2, 5))
+
+        def fn(d, c, s):
+            d.arc([c - r * s, c - r * s, c + r * s, c + r * s], start, start + rng_extent,
+                  fill=255, width=width * s)
+
+        rng_extent = float(rng.uniform(60, 200))
+    elif kind == 1:
+        a = float(rng.uniform(0, math.pi))
+        w = int(rng.integers(1, 3))
+
+        def fn(d, c, s):
+            dx, dy = math.cos(a) * r * s, math.sin(a) * r * s
+            d.line([c - dx, c - dy, c + dx, c + dy], fill=255, width=w * s)
+    elif kind == 2:
+        n = int(rng.integers(7, 11))
+        radii = rng.uniform(0.35, 1.0, size=n) * r
+        pts = [(radii[i] * math.cos(2 * math.pi * i / n), radii[i] * math.sin(2 * math.pi * i / n))
+               for i in range(n)]
+
+        def fn(d, c, s):
+            d.polygon([(c + x * s, c + y * s) for x, y in pts], fill=255)
+    else:
+        t = max(3.0, r * 0.3)
+        pts = [(-r, -r), (-r + t, -r), (-r + t, r - t), (r, r - t), (r, r), (-r, r)]
+
+        def fn(d, c, s):
+            d.polygon([(c + x * s, c + y * s) for x, y in pts], fill=255)
+    return _mask(size + 4, fn)
+
+
+def _background(rng: np.random.Generator, size: int) -> np.ndarray:
+    """Textured background: smooth colour field + lighting gradient, float32 HxWx3 in 0..1."""
+    grid = int(rng.integers(3, 8))
+    coarse = rng.uniform(0.15, 0.85, size=(grid, grid, 3)).astype(np.float32)
+    base = np.stack(
+        [np.asarray(Image.fromarray(coarse[..., c]).resize((size, size), Image.Resampling.BICUBIC))
+         for c in range(3)],
+        axis=-1,
+    )
+    # fine texture: a second, higher-frequency field at low amplitude
+    fine_n = int(rng.integers(16, 40))
+    fine = rng.uniform(-0.08, 0.08, size=(fine_n, fine_n)).astype(np.float32)
+    fine = np.asarray(Image.fromarray(fine).resize((size, size), Image.Resampling.BILINEAR))
+    ys, xs = np.mgrid[0:size, 0:size].astype(np.float32) / size
+    ang = float(rng.uniform(0, 2 * math.pi))
+    light = (np.cos(ang) * xs + np.sin(ang) * ys) * float(rng.uniform(0.1, 0.35))
+    img = base + fine[..., None] + light[..., None] - light.mean()
+    return np.clip(img, 0.0, 1.0)
+
+
+def _object_color(rng: np.random.Generator, bg_rgb: np.ndarray, contrast: float) -> np.ndarray:
+    """A random colour whose luminance differs from ``bg_rgb``'s by about ``contrast``."""
+    lum_bg = float(bg_rgb @ np.array([0.299, 0.587, 0.114], dtype=np.float32))
+    sign = 1.0 if (lum_bg + contrast <= 1.0 and (lum_bg - contrast < 0.0 or rng.random() < 0.5)) else -1.0
+    hue = rng.uniform(-0.12, 0.12, size=3).astype(np.float32)
+    hue -= hue.mean()
+    return np.clip(bg_rgb + sign * contrast + hue, 0.0, 1.0).astype(np.float32)
+
+
+def _overlaps_too_much(box, boxes, limit: float = 0.45) -> bool:
+    x1, y1, x2, y2 = box
+    for bx1, by1, bx2, by2 in boxes:
+        iw, ih = min(x2, bx2) - max(x1, bx1), min(y2, by2) - max(y1, by1)
+        if iw > 0 and ih > 0:
+            inter = iw * ih
+            union = (x2 - x1) * (y2 - y1) + (bx2 - bx1) * (by2 - by1) - inter
+            if inter / union > limit:
+                return True
+    return False
+
+
+def render_image(config: SyntheticConfig, split: str, index: int):
+    """Render one image. Returns ``(pixels uint8 HxWx3, boxes float32 [N,4], labels, difficult)``.
+
+    Boxes are ``[x1, y1, x2, y2]`` in 0-based continuous pixel coordinates (the tight box of the
+    object's rendered mask, whole pixels); labels are 1-based indices into
+    :data:`SYNTHETIC_CLASSES`.
+    """
+    rng = np.random.default_rng([config.seed, _SPLIT_CODES[split], index])
+    size = config.image_size
+    img = _background(rng, size)
+    owner = np.full((size, size), -1, dtype=np.int16)
+
+    n_obj = int(rng.integers(config.min_objects, config.max_objects + 1))
+    n_dis = int(rng.integers(0, config.max_distractors + 1))
+    # draw order: objects and distractors interleaved, so both occlude and get occluded
+    items = [("obj", int(rng.integers(0, len(SYNTHETIC_CLASSES)))) for _ in range(n_obj)]
+    items += [("dis", -1)] * n_dis
+    order = rng.permutation(len(items))
+
+    placed_boxes: list[tuple[int, int, int, int]] = []
+    objects: list[tuple[int, np.ndarray, tuple[int, int]]] = []  # (label, mask, (x0, y0))
+    for k in order:
+        kind, cls_idx = items[int(k)]
+        if kind == "obj":
+            cls = SYNTHETIC_CLASSES[cls_idx]
+            (smin, smax), (cmin, cmax) = _CLASS_STYLE[cls]
+            # scale sizes with the image so other image sizes keep the same difficulty
+            scale = size / 320.0
+            obj_size = max(6, int(rng.integers(int(smin * scale), int(smax * scale) + 1)))
+            mask = _shape_mask(cls, obj_size, rng)
+            contrast = float(rng.uniform(cmin, cmax))
+        else:
+            mask = _distractor_mask(rng)
+            contrast = float(rng.uniform(0.15, 0.5))
+        mh, mw = mask.shape
+        placed = None
+        for _ in range(20):
+            x0 = int(rng.integers(-mw // 4, size - 3 * mw // 4))
+            y0 = int(rng.integers(-mh // 4, size - 3 * mh // 4))
+            box = (max(x0, 0), max(y0, 0), min(x0 + mw, size), min(y0 + mh, size))
+            if kind == "dis" or not _overlaps_too_much(box, placed_boxes):
+                placed = (x0, y0)
+                break
+        if placed is None:
+            continue
+        x0, y0 = placed
+        # crop the mask to the image
+        cx0, cy0 = max(0, -x0), max(0, -y0)
+        cx1, cy1 = min(mw, size - x0), min(mh, size - y0)
+        sub = mask[cy0:cy1, cx0:cx1]
+        ix0, iy0 = x0 + cx0, y0 + cy0
+        region = img[iy0 : iy0 + sub.shape[0], ix0 : ix0 + sub.shape[1]]
+        bg_rgb = region.reshape(-1, 3).mean(axis=0)
+        color = _object_color(rng, bg_rgb, contrast)
+        # gentle shading across the object
+        shade = 1.0 + np.linspace(-0.08, 0.08, sub.shape[1], dtype=np.float32)[None, :, None]
+        alpha = sub[..., None]
+        region[:] = region * (1 - alpha) + np.clip(color * shade, 0, 1) * alpha
+        solid = sub > 0.5
+        own = owner[iy0 : iy0 + sub.shape[0], ix0 : ix0 + sub.shape[1]]
+        if kind == "obj":
+            label_id = len(objects)
+            own[solid] = label_id
+            objects.append((cls_idx + 1, solid, (ix0, iy0)))
+            placed_boxes.append((ix0, iy0, ix0 + sub.shape[1], iy0 + sub.shape[0]))
+        else:
+            own[solid] = -2  # a distractor occludes whatever is below it
+
+    boxes, labels, difficult = [], [], []
+    for obj_id, (label, solid, (ix0, iy0)) in enumerate(objects):
+        total = int(solid.sum())
+        if total == 0:
+            continue
+        own = owner[iy0 : iy0 + solid.shape[0], ix0 : ix0 + solid.shape[1]]
+        visible = int(((own == obj_id) & solid).sum()) / total
+        if visible < _DROP_VISIBLE:
+            continue
+        rows = np.flatnonzero(solid.any(axis=1))
+        cols = np.flatnonzero(solid.any(axis=0))
+        boxes.append((ix0 + cols[0], iy0 + rows[0], ix0 + cols[-1] + 1, iy0 + rows[-1] + 1))
+        labels.append(label)
+        difficult.append(visible < _DIFFICULT_VISIBLE)
+
+    if config.noise_std > 0:
+        img = img + rng.normal(0.0, config.noise_std, size=img.shape).astype(np.float32)
+    pixels = (np.clip(img, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+    return (
+        pixels,
+        np.asarray(boxes, dtype=np.float32).reshape(-1, 4),
+        np.asarray(labels, dtype=np.int64),
+        np.asarray(difficult, dtype=bool),
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Writing
+# --------------------------------------------------------------------------------------------
+
+
+def _image_id(split: str, index: int, config: SyntheticConfig) -> str:
+    offset = 0
+    for name in ("train", "val", "test"):
+        if name == split:
+            break
+        offset += config.splits.get(name, 0)
+    return f"{offset + index:06d}"
+
+
+def _write_one(args) -> tuple[str, str, int, int]:
+    """Render and write one image + annotation; returns (id, sha256 hex, n objects, n difficult)."""
+    config, voc_dir, split, index = args
+    image_id = _image_id(split, index, config)
+    pixels, boxes, labels, difficult = render_image(config, split, index)
+    filename = f"{image_id}.png"
+    img_path = voc_dir / "JPEGImages" / filename
+    tmp = img_path.with_suffix(".png.tmp")
+    Image.fromarray(pixels).save(tmp, format="PNG", compress_level=1)
+    os.replace(tmp, img_path)
+    link = voc_dir / "JPEGImages" / f"{image_id}.jpg"
+    if not link.is_symlink():
+        if link.exists():
+            link.unlink()
+        link.symlink_to(filename)
+    ann = Annotation(
+        image_id=image_id, filename=filename, width=pixels.shape[1], height=pixels.shape[0],
+        boxes=boxes, labels=labels, difficult=difficult,
+    )
+    xml_path = voc_dir / "Annotations" / f"{image_id}.xml"
+    write_annotation(xml_path, ann, SYNTHETIC_CLASSES, folder=f"VOC{config.year}")
+    h = hashlib.sha256()
+    h.update(pixels.tobytes())
+    h.update(xml_path.read_bytes())
+    return image_id, h.hexdigest(), len(labels), int(difficult.sum())
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def generate(
+    out: str | os.PathLike,
+    config: SyntheticConfig | None = None,
+    *,
+    workers: int | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> SyntheticInfo:
+    """Write the synthetic data set under ``out`` (``out/VOCdevkit/VOC<year>/...``).
+
+    ``workers`` processes render images in parallel (default: all cores); the output does not
+    depend on it. ``progress(done, total)`` is called as images complete. Re-running over an
+    existing tree overwrites it file by file (each write atomic).
+    """
+    config = config or SyntheticConfig()
+    voc_dir = Path(out) / "VOCdevkit" / f"VOC{config.year}"
+    for sub in ("Annotations", "JPEGImages", "ImageSets/Main"):
+        (voc_dir / sub).mkdir(parents=True, exist_ok=True)
+
+    jobs = [(config, voc_dir, split, i)
+            for split in ("train", "val", "test") for i in range(config.splits.get(split, 0))]
+    total = len(jobs)
+    workers = workers or os.cpu_count() or 1
+    results = []
+    if workers > 1 and total > 50:
+        import multiprocessing as mp
+
+        with mp.get_context("fork").Pool(workers) as pool:
+            for r in pool.imap(_write_one, jobs, chunksize=16):
+                results.append(r)
+                if progress:
+                    progress(len(results), total)
+    else:
+        for job in jobs:
+            results.append(_write_one(job))
+            if progress:
+                progress(len(results), total)
+
+    digest = hashlib.sha256()
+    counts, num_objects = {}, {}
+    pos = 0
+    split_text = {}
+    for split in ("train", "val", "test"):
+        n = config.splits.get(split, 0)
+        if n == 0 and split not in config.splits:
+            continue
+        rows = results[pos : pos + n]
+        pos += n
+        split_text[split] = "".join(f"{r[0]}\n" for r in rows)
+        counts[split] = n
+        num_objects[split] = sum(r[2] for r in rows)
+        for r in rows:
+            digest.update(r[1].encode())
+    if "train" in split_text or "val" in split_text:
+        split_text["trainval"] = split_text.get("train", "") + split_text.get("val", "")
+    for split, text in split_text.items():
+        _atomic_write_text(voc_dir / "ImageSets" / "Main" / f"{split}.txt", text)
+        digest.update(f"{split}:{text}".encode())
+    _atomic_write_text(voc_dir / "classes.txt", "".join(f"{c}\n" for c in SYNTHETIC_CLASSES))
+    digest.update("\n".join(SYNTHETIC_CLASSES).encode())
+    fingerprint = digest.hexdigest()
+    meta = {
+        "generator": "navya.data.synthetic",
+        "format_version": FORMAT_VERSION,
+        "config": asdict(config),
+        "classes": list(SYNTHETIC_CLASSES),
+        "counts": counts,
+        "num_objects": num_objects,
+        "fingerprint": fingerprint,
+    }
+    _atomic_write_text(voc_dir / "navya_synthetic.json", json.dumps(meta, indent=2) + "\n")
+    return SyntheticInfo(voc_dir, fingerprint, counts, num_objects, config)
+
+
+def read_fingerprint(voc_dir: str | os.PathLike) -> str | None:
+    """The fingerprint recorded by :func:`generate` in ``voc_dir``, or None if there is none."""
+    path = Path(voc_dir) / "navya_synthetic.json"
+    if not path.exists():
+        return None
+    try:
+        return json.loads(path.read_text())["fingerprint"]
+    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise ValueError(f"{path}: not a valid navya_synthetic.json ({exc})") from exc
