@@ -163,7 +163,7 @@ class SSDLiteCore(nn.Module):
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         n = x.shape[0]
         regs, logits = [], []
-        for f, cls_head, reg_head in zip(self.features(x), self.cls_heads, self.reg_heads):
+        for f, cls_head, reg_head in zip(self.features(x), self.cls_heads, self.reg_heads, strict=True):
             # [N, A*K, H, W] -> [N, H*W*A, K], in float after the dequant stub
             r = self.dequant(reg_head(f))
             c = self.dequant(cls_head(f))
@@ -258,7 +258,7 @@ class SSDLite(nn.Module):
         s = self.image_size
         scores_all = F.softmax(cls_logits.float(), dim=-1)[..., 1:]
         out = []
-        for reg, scores, (h, w) in zip(bbox_regression.float(), scores_all, sizes):
+        for reg, scores, (h, w) in zip(bbox_regression.float(), scores_all, sizes, strict=True):
             boxes = self.box_coder.decode_single(reg, self.anchors)
             boxes = clip_boxes_to_image(boxes, (s, s))
             flat = scores.flatten()
@@ -312,7 +312,7 @@ class SSDLite(nn.Module):
                 raise ValueError("targets are required in training mode")
             s = self.image_size
             scaled = []
-            for t, (h, w) in zip(targets, sizes):
+            for t, (h, w) in zip(targets, sizes, strict=True):
                 k = torch.tensor([s / w, s / h, s / w, s / h])
                 scaled.append({"boxes": t["boxes"].float() * k, "labels": t["labels"]})
             return self.compute_loss(bbox_regression, cls_logits, scaled)
