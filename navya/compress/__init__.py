@@ -1,0 +1,1 @@
+"""Compression transforms and the registry of named variants."""

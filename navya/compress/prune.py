@@ -1,0 +1,1 @@
+"""Pruning transforms (placeholder until the pruning issue lands)."""

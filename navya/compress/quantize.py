@@ -1,0 +1,1 @@
+"""Quantization transforms (placeholder until the quantization issue lands)."""
