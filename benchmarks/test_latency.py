@@ -1,0 +1,25 @@
+"""pytest-benchmark latency of every variant (end to end, post-processing included), at each
+thread count of --navya-threads. History and regressions: --benchmark-autosave and
+``pytest-benchmark compare`` / --benchmark-compare-fail=median:20%."""
+
+import torch
+
+from navya.metrics.latency import num_threads
+
+
+def test_latency(benchmark, variant, threads, navya_suite):
+    model = navya_suite.model(variant)
+    images = navya_suite.latency_images
+    benchmark.group = f"latency threads={threads}"
+    benchmark.extra_info.update(navya_suite.deterministic_figures(variant))
+    benchmark.extra_info["threads"] = threads
+    with num_threads(threads), torch.inference_mode():
+        benchmark.pedantic(model, args=(images,), rounds=navya_suite.rounds, warmup_rounds=5,
+                           iterations=1)
+
+
+def test_network_latency(variant, navya_suite, record_property):
+    """Network-only time (no pre/post-processing), threads=1, reported beside end to end."""
+    stats = navya_suite.net_latency(variant)
+    record_property("net_latency_ms_median", stats.median_ms)
+    assert stats.median_ms > 0

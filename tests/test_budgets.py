@@ -1,0 +1,139 @@
+"""Budgets file validation, budget verdicts, and baseline read/compare/atomic write."""
+
+import json
+import math
+
+import pytest
+
+from navya.budgets import (
+    BaselineError,
+    BudgetCheck,
+    BudgetError,
+    compare_baseline,
+    load_budgets,
+    provenance_mismatch,
+    read_baseline,
+    write_baseline,
+)
+
+GOOD = """
+[tolerances]
+map_abs = 0.001
+
+[variants.int8-ptq]
+max_map_drop_points = 0.5
+min_size_ratio = 3.8
+min_speedup = 3.0
+"""
+
+
+def _write(tmp_path, text, name="budgets.toml"):
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_load_valid_budgets(tmp_path):
+    b = load_budgets(_write(tmp_path, GOOD), ["fp32", "int8-ptq"])
+    assert b.for_variant("int8-ptq") == {"max_map_drop_points": 0.5, "min_size_ratio": 3.8,
+                                         "min_speedup": 3.0}
+    assert b.for_variant("fp32") == {}
+    assert b.tolerances["map_abs"] == 0.001
+    assert b.tolerances["ap_abs"] == 0.01  # default kept
+
+
+def test_the_repository_budgets_file_is_valid():
+    from pathlib import Path
+
+    from navya.compress.variants import variant_names
+
+    path = Path(__file__).parents[1] / "benchmarks" / "budgets.toml"
+    budgets = load_budgets(path, variant_names())
+    assert "fp32-fused" in budgets.variants
+
+
+@pytest.mark.parametrize("text, problem", [
+    ("[variants.nope]\nmin_speedup = 1.0\n", "unknown variant 'nope'"),
+    ("[variants.fp32]\nmin_spedup = 1.0\n", "unknown budget 'min_spedup'"),
+    ("[variants.fp32]\nmin_speedup = 'fast'\n", "must be a number"),
+    ("[variants.fp32]\nmin_speedup = true\n", "must be a number"),
+    ("[tolerance]\nmap_abs = 1\n", "unknown section"),
+    ("[tolerances]\nmap_abz = 1\n", "unknown tolerance 'map_abz'"),
+    ("[tolerances]\nmap_abs = -1\n", "must be >= 0"),
+    ("[variants.fp32\nmin_speedup = 1\n", "not valid TOML"),
+])
+def test_bad_budgets_name_file_and_problem(tmp_path, text, problem):
+    path = _write(tmp_path, text)
+    with pytest.raises(BudgetError) as exc:
+        load_budgets(path, ["fp32"])
+    assert str(path) in str(exc.value) and problem in str(exc.value)
+
+
+def test_missing_budgets_file(tmp_path):
+    with pytest.raises(BudgetError, match="not found"):
+        load_budgets(tmp_path / "absent.toml")
+
+
+@pytest.mark.parametrize("key, measured, limit, passed", [
+    ("min_speedup", 3.1, 3.0, True), ("min_speedup", 2.9, 3.0, False),
+    ("min_speedup", 3.0, 3.0, True), ("max_map_drop_points", 0.4, 0.5, True),
+    ("max_map_drop_points", 0.6, 0.5, False), ("max_peak_mem_mb", math.nan, 10, False),
+])
+def test_budget_check_verdicts(key, measured, limit, passed):
+    check = BudgetCheck("v", key, measured, limit)
+    assert check.passed is passed
+    msg = check.message()
+    assert "'v'" in msg and key in msg and ("BROKE" in msg) is (not passed)
+
+
+FIG = {"map": 0.70, "ap": {"a": 0.8, "b": None}, "size_bytes": 1000, "size_zip_bytes": 900,
+       "macs": 10**9, "effective_macs": 10**9, "params": 100, "nonzero_params": 90,
+       "sparsity": 0.1, "prunable_sparsity": 0.12}
+PROV = {"checkpoint_sha256": "abc", "data_fingerprint": "def", "eval_images": 500}
+TOL = {"map_abs": 0.002, "ap_abs": 0.01, "size_rel": 0.01, "macs_rel": 0.0,
+       "sparsity_abs": 1e-4, "params_rel": 0.0}
+
+
+def test_baseline_round_trip_and_no_deviation(tmp_path):
+    path = tmp_path / "b" / "v.json"
+    write_baseline(path, "v", FIG, PROV)
+    assert [p.name for p in path.parent.iterdir()] == ["v.json"]  # no temp file left
+    base = read_baseline(path)
+    assert base["figures"] == FIG
+    assert compare_baseline("v", base, FIG, TOL) == []
+    assert provenance_mismatch(base, PROV) == []
+    assert provenance_mismatch(base, {**PROV, "eval_images": 100})
+
+
+def test_baseline_deviations_name_old_new_and_tolerance(tmp_path):
+    path = tmp_path / "v.json"
+    write_baseline(path, "v", FIG, PROV)
+    new = {**FIG, "map": 0.69, "macs": 10**9 + 1, "ap": {"a": 0.8, "b": 0.5},
+           "size_bytes": 1005}  # size within 1 %
+    devs = compare_baseline("v", read_baseline(path), new, TOL)
+    fields = {d.field for d in devs}
+    assert fields == {"map", "macs", "ap[b]"}
+    msg = next(d for d in devs if d.field == "map").message()
+    assert "0.7" in msg and "0.69" in msg and "0.002" in msg and "'v'" in msg
+
+
+def test_broken_baseline_file_is_a_clear_error(tmp_path):
+    path = tmp_path / "v.json"
+    path.write_text('{"figures": {"map": 0.7')
+    with pytest.raises(BaselineError) as exc:
+        read_baseline(path)
+    assert str(path) in str(exc.value) and "--navya-update-baselines" in str(exc.value)
+    path.write_text(json.dumps({"map": 0.7}))
+    with pytest.raises(BaselineError, match="lacks"):
+        read_baseline(path)
+    assert read_baseline(tmp_path / "absent.json") is None
+
+
+def test_baseline_write_is_atomic(tmp_path, monkeypatch):
+    path = tmp_path / "v.json"
+    write_baseline(path, "v", FIG, PROV)
+    before = path.read_text()
+    with pytest.raises(TypeError):
+        write_baseline(path, "v", {**FIG, "map": object()}, PROV)
+    assert path.read_text() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["v.json"]

@@ -1,0 +1,184 @@
+"""Proof that the suite catches regressions: the real benchmarks/ files, run with pytester.
+
+Three injected variants each break one budget (30 % slower, noise on the weights, a size
+ballast) and must fail with a message naming the variant, the budget and the measured value;
+an untouched run passes and writes its reports. Uses the shipped reference checkpoint on the
+first 12 images of the synthetic val split (generated here, identical to the default set's).
+"""
+
+from pathlib import Path
+
+import pytest
+
+from navya.cli import DEFAULT_CHECKPOINT
+from navya.data.synthetic import SyntheticConfig, generate
+
+pytest_plugins = ["pytester"]
+
+REPO = Path(__file__).resolve().parents[1]
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(not DEFAULT_CHECKPOINT.exists(),
+                       reason=f"no shipped checkpoint at {DEFAULT_CHECKPOINT}"),
+]
+
+INJECTED = '''
+pytest_plugins = ["navya.suite"]
+
+import copy
+import time
+
+import torch
+
+from navya.compress.variants import NoConfig, Variant, register
+from navya.models.ssdlite import SSDLite
+
+
+class SlowerSSDLite(SSDLite):
+    """Same detections, 30 % more time: busy-waits 0.3x the time the real forward took."""
+
+    def forward(self, images, targets=None):
+        t0 = time.perf_counter()
+        out = super().forward(images, targets)
+        spent = time.perf_counter() - t0
+        while time.perf_counter() - t0 < 1.3 * spent:
+            pass
+        return out
+
+
+def slower(model, config, context):
+    m = copy.deepcopy(model).eval()
+    m.__class__ = SlowerSSDLite
+    return m
+
+
+def noisy(model, config, context):
+    m = copy.deepcopy(model).eval()
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for mod in m.core.modules():
+            if isinstance(mod, torch.nn.Conv2d):
+                w = mod.weight
+                w.add_(torch.randn(w.shape, generator=g) * w.std() * 0.5)
+    return m
+
+
+def bloated(model, config, context):
+    m = copy.deepcopy(model).eval()
+    g = torch.Generator().manual_seed(0)
+    m.register_buffer("ballast", torch.randn(4_000_000, generator=g))
+    return m
+
+
+register(Variant("slow30", slower, NoConfig()))
+register(Variant("noisy", noisy, NoConfig()))
+register(Variant("bloated", bloated, NoConfig()))
+'''
+
+BUDGETS = """
+[variants.fp32-fused]
+max_map_drop_points = 0.5
+min_size_ratio = 0.95
+min_speedup = 0.8
+
+[variants.slow30]
+max_map_drop_points = 0.5
+min_speedup = 0.9
+
+[variants.noisy]
+max_map_drop_points = 1.0
+min_size_ratio = 0.95
+
+[variants.bloated]
+max_map_drop_points = 0.5
+min_size_ratio = 0.95
+"""
+
+
+@pytest.fixture(scope="module")
+def tiny_voc(tmp_path_factory):
+    root = tmp_path_factory.mktemp("voc")
+    generate(root, SyntheticConfig(splits={"train": 8, "val": 12}), workers=1)
+    return root
+
+
+@pytest.fixture
+def suite(pytester, tiny_voc):
+    for path in sorted((REPO / "benchmarks").glob("test_*.py")):
+        pytester.makepyfile(**{path.stem: path.read_text()})
+    pytester.makeconftest(INJECTED)
+    (pytester.path / "budgets.toml").write_text(BUDGETS)
+
+    def run(variants, *extra):
+        return pytester.runpytest_subprocess(
+            "-p", "no:cacheprovider", "-v", "--benchmark-disable",
+            "--navya-data", str(tiny_voc), "--navya-checkpoint", str(DEFAULT_CHECKPOINT),
+            "--navya-budgets", "budgets.toml", "--navya-baselines", "baselines",
+            "--navya-variants", variants, "--navya-eval-images", "12", "--navya-rounds", "9",
+            "--navya-no-rss", "--navya-report-dir", "reports", *extra)
+
+    return run
+
+
+def test_injected_regressions_fail_with_variant_budget_and_value(suite):
+    result = suite("fp32,fp32-fused,slow30,noisy,bloated", "-k", "map_drop or size_ratio or speedup")
+    result.stdout.fnmatch_lines([
+        "*test_speedup[[]slow30[]] FAILED*",
+        "*test_map_drop[[]noisy[]] FAILED*",
+        "*test_size_ratio[[]bloated[]] FAILED*",
+    ], consecutive=False)
+    out = result.stdout.str()
+    for line in ["variant 'slow30' BROKE budget min_speedup: measured 0.",
+                 "variant 'noisy' BROKE budget max_map_drop_points: measured ",
+                 "variant 'bloated' BROKE budget min_size_ratio: measured 0."]:
+        assert line in out, line
+    # each injected variant breaks only its own budget; the untouched ones pass
+    for ok in ["test_map_drop[slow30] PASSED", "test_size_ratio[noisy] PASSED",
+               "test_map_drop[bloated] PASSED", "test_speedup[fp32-fused] PASSED",
+               "test_map_drop[fp32-fused] PASSED"]:
+        assert ok in out, ok
+    assert "NO BUDGET" in out  # zip size and MACs budgets are absent here: skipped loudly
+    assert result.parseoutcomes().get("failed") == 3
+
+
+def test_untouched_run_passes_and_writes_reports(suite, pytester):
+    result = suite("fp32,fp32-fused", "-k", "not latency and not peak_memory")
+    outcomes = result.parseoutcomes()
+    assert result.ret == 0 and outcomes.get("passed", 0) >= 3, outcomes
+    out = result.stdout.str()
+    assert "navya summary" in out and "fp32-fused" in out
+    reports = pytester.path / "reports"
+    csv = (reports / "summary.csv").read_text().splitlines()
+    assert csv[0].startswith("variant,map,map_drop_points,size_mb,size_ratio")
+    assert [line.split(",")[0] for line in csv[1:]] == ["fp32", "fp32-fused"]
+    assert (reports / "tradeoff.png").read_bytes().startswith(b"\x89PNG")
+    assert "| fp32-fused | PASS" in (reports / "summary.md").read_text()
+
+
+def test_baselines_are_written_only_on_request_and_then_guard(suite, pytester):
+    sel = ("-k", "baseline")
+    first = suite("fp32-fused", *sel)
+    assert "NO BASELINE" in first.stdout.str()
+    assert not (pytester.path / "baselines").exists()
+    assert suite("fp32-fused", *sel, "--navya-update-baselines").ret == 0
+    path = pytester.path / "baselines" / "fp32-fused.json"
+    assert path.exists()
+    again = suite("fp32-fused", *sel).parseoutcomes()
+    assert again.get("passed") == 1 and "failed" not in again, again
+    # tamper with the recorded mAP: the next run fails naming old, new and tolerance
+    text = path.read_text()
+    import json
+
+    data = json.loads(text)
+    data["figures"]["map"] += 0.01
+    path.write_text(json.dumps(data))
+    bad = suite("fp32-fused", *sel)
+    assert bad.parseoutcomes().get("failed") == 1
+    bad.stdout.fnmatch_lines(["*variant 'fp32-fused': map moved from *tolerance 0.002 abs*"])
+
+
+def test_unknown_variant_is_a_usage_error(suite):
+    result = suite("fp32,nonesuch", "-k", "map_drop")
+    assert result.ret != 0
+    result.stderr.fnmatch_lines(["*unknown variant(s) nonesuch; known: fp32*"])
