@@ -6,10 +6,12 @@ Argument parsing happens only in :func:`main`; nothing runs at import time.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 DEFAULT_CHECKPOINT = Path(__file__).parent / "checkpoints" / "ssdlite_mobilenet_v2.pt"
@@ -111,6 +113,118 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- measure ---------------------------------------------------------------------------------
+
+# Warnings torch.ao emits while quantizing (exact message starts); ignored inside the plain
+# INT8 block only, never globally.
+_AO_WARNINGS = (
+    (r"torch\.ao\.quantization is deprecated", DeprecationWarning),
+    (r"torch\.quantize_per_tensor, torch\.quantize_per_channel and other quantized tensor "
+     r"creation functions", UserWarning),
+    (r"Please use quant_min and quant_max to specify the range for observers", UserWarning),
+    # FloatFunctional adds of blocks without a residual are never called, so never observed
+    (r"must run observer before calling calculate_qparams", UserWarning),
+)
+_CALIBRATION_IMAGES = 32
+
+
+@contextmanager
+def _quantized_engine(engine: str) -> Iterator[None]:
+    """``torch.backends.quantized.engine = engine`` for the block, restored afterwards."""
+    import torch
+
+    previous = torch.backends.quantized.engine
+    torch.backends.quantized.engine = engine
+    try:
+        yield
+    finally:
+        torch.backends.quantized.engine = previous
+
+
+def _plain_static_int8(model, calibration_images: Sequence):
+    """Eager static INT8 (x86) of a copy of ``model``: fuse, default qconfig, prepare,
+    calibrate on ``calibration_images`` (one at a time), convert. Used by ``measure --int8``
+    when no ``int8-ptq`` variant is registered."""
+    import copy
+    import warnings
+
+    import torch
+    from torch.ao.quantization import convert, get_default_qconfig, prepare
+
+    q = copy.deepcopy(model).eval()
+    with _quantized_engine("x86"), warnings.catch_warnings():
+        for message, category in _AO_WARNINGS:
+            warnings.filterwarnings("ignore", message=message, category=category)
+        q.fuse_model(is_qat=False)
+        q.core.qconfig = get_default_qconfig("x86")
+        prepare(q.core, inplace=True)
+        with torch.inference_mode():
+            for image in calibration_images:
+                q([image])
+        convert(q.core, inplace=True)
+    return q
+
+
+def _int8_model(model, data: str, class_names):
+    from navya.compress.variants import CompressContext, apply_variant, variant_names
+
+    train = _load_dataset(data, "train", class_names=class_names)
+    if "int8-ptq" in variant_names():
+        return apply_variant("int8-ptq", model, CompressContext(train_dataset=train,
+                                                                progress=True))
+    n = min(_CALIBRATION_IMAGES, len(train))
+    return _plain_static_int8(model, [train[i][0] for i in range(n)])
+
+
+def _print_row(row: dict) -> None:
+    width = max(len(k) for k in row)
+    for key, value in row.items():
+        if isinstance(value, float):
+            text = f"{value:.6g}"
+        else:
+            text = "-" if value is None else str(value)
+        print(f"{key:<{width}}  {text}")
+
+
+def _measure(args: argparse.Namespace) -> int:
+    from navya._io import atomic_write_text
+    from navya.metrics.measure import measure
+    from navya.models import load_checkpoint
+    from navya.report import append_csv, markdown_table
+
+    path = Path(args.checkpoint)
+    if not path.is_file():
+        hint = ""
+        if path.resolve() == DEFAULT_CHECKPOINT.resolve():
+            hint = (" (the default checkpoint has not been trained yet: write it with "
+                    f"`navya train --data DIR --out {DEFAULT_CHECKPOINT}`, or pass --checkpoint)")
+        raise CLIError(f"{path}: checkpoint file not found{hint}")
+    model, ckpt = load_checkpoint(path)
+    names = ckpt.class_names or None
+    dataset = _load_dataset(args.data, args.split, class_names=names)
+    if len(dataset.class_names) != model.num_classes - 1:
+        raise CLIError(f"{path}: the model has {model.num_classes - 1} classes, the data "
+                       f"{len(dataset.class_names)} ({', '.join(dataset.class_names)})")
+    name = args.name or ("int8-ptq" if args.int8 else "fp32")
+    engine = contextlib.nullcontext()
+    if args.int8:
+        model = _int8_model(model, args.data, dataset.class_names)
+        engine = _quantized_engine(getattr(model, "quantized_engine", "x86"))
+    with engine:
+        result = measure(model, dataset, name=name, threads=args.threads,
+                         batch_size=args.batch_size, eval_images=args.eval_images,
+                         latency_rounds=args.rounds, rss=not args.no_rss,
+                         class_names=dataset.class_names, progress=True)
+    _print_row(result.to_row())
+    if args.csv:
+        append_csv(args.csv, [result])
+        print(f"appended 1 row to {args.csv}")
+    if args.markdown:
+        atomic_write_text(args.markdown, markdown_table([result]))
+        print(f"wrote {args.markdown}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="navya", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -157,6 +271,25 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--batch-size", type=int, default=8)
     e.add_argument("--json", action="store_true", help="also print the result as JSON")
     e.set_defaults(func=_evaluate)
+
+    m = sub.add_parser("measure", help="measure one checkpoint: accuracy, MACs, size, memory, "
+                                       "latency (one row)")
+    m.add_argument("--checkpoint", default=str(DEFAULT_CHECKPOINT))
+    m.add_argument("--data", required=True, help="VOC root (folder holding VOCdevkit/)")
+    m.add_argument("--split", default="val", help="split to score and time on")
+    m.add_argument("--threads", type=int, default=1, help="intra-op threads for latency")
+    m.add_argument("--batch-size", type=int, default=1, help="images per timed call")
+    m.add_argument("--eval-images", type=int, default=None,
+                   help="score mAP on the first N images (default: all)")
+    m.add_argument("--rounds", type=int, default=30, help="timed rounds per latency figure")
+    m.add_argument("--no-rss", action="store_true",
+                   help="skip the peak-RSS measurement (a subprocess)")
+    m.add_argument("--int8", action="store_true",
+                   help="measure the static INT8 model (int8-ptq, calibrated on the train split)")
+    m.add_argument("--name", default=None, help="row name (default: fp32, or int8-ptq)")
+    m.add_argument("--csv", default=None, help="append the row to this CSV")
+    m.add_argument("--markdown", default=None, help="write a Markdown table of the row here")
+    m.set_defaults(func=_measure)
     return p
 
 

@@ -221,7 +221,7 @@ class SSDLite(nn.Module):
         self.image_std = float(cfg["image_std"])
         self.box_coder = det_utils.BoxCoder(weights=(10.0, 10.0, 5.0, 5.0))
         self.matcher = det_utils.SSDMatcher(cfg["iou_thresh"])
-        self.memory_format = torch.contiguous_format
+        self._channels_last = False  # a bool, not a torch.memory_format: pickles with any protocol
         self.register_buffer("anchors", self._make_anchors(cfg), persistent=False)
 
     def _make_anchors(self, cfg: dict) -> Tensor:
@@ -235,6 +235,17 @@ class SSDLite(nn.Module):
                                   min_ratio=cfg["min_ratio"], max_ratio=cfg["max_ratio"])
         feats = [torch.zeros(sh) for sh in shapes]
         return gen(ImageList(torch.zeros(1, 3, s, s), [(s, s)]), feats)[0]
+
+    @property
+    def memory_format(self) -> torch.memory_format:
+        """Memory format the input batch is converted to (``channels_last`` for NHWC kernels)."""
+        return torch.channels_last if self._channels_last else torch.contiguous_format
+
+    @memory_format.setter
+    def memory_format(self, fmt: torch.memory_format) -> None:
+        if fmt not in (torch.channels_last, torch.contiguous_format):
+            raise ValueError(f"unsupported memory format {fmt}")
+        self._channels_last = fmt == torch.channels_last
 
     # -- pieces, usable separately (the suite times the network alone too) ---------------------
 

@@ -1,0 +1,425 @@
+"""Measurements to CSV, a Markdown summary table, and an accuracy/latency trade-off plot.
+
+CSV layout: one row per measurement, the columns of :data:`CSV_COLUMNS` (the scalar fields
+of :class:`~navya.metrics.measure.Measurement`, in a stable order) followed by one
+``ap_<class>`` column per class in class order. Floats are written with ``repr`` (shortest
+exact round trip), None as an empty cell. Writes are atomic: a temporary file in the same
+folder, then ``os.replace``, so a reader never sees a half-written file and a failed write
+leaves the previous file intact.
+
+Nothing here prints or sets global state (the plot uses an Agg canvas of its own).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import math
+import os
+import tempfile
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from navya.metrics.measure import _FIELD_TYPES, ROW_FIELDS, Measurement, _parse_value
+
+__all__ = [
+    "CSV_COLUMNS",
+    "append_csv",
+    "csv_columns",
+    "markdown_table",
+    "plot_tradeoff",
+    "read_csv",
+]
+
+#: The fixed columns of a measurements CSV, in order; per-class ``ap_<class>`` columns follow.
+CSV_COLUMNS: tuple[str, ...] = ROW_FIELDS
+AP_PREFIX = "ap_"
+
+Row = Measurement | Mapping[str, Any]
+
+
+def csv_columns(class_names: Sequence[str]) -> list[str]:
+    """The full header for measurements of ``class_names``: fixed columns, then AP columns."""
+    return [*CSV_COLUMNS, *(AP_PREFIX + c for c in class_names)]
+
+
+def _as_row(item: Row) -> dict[str, Any]:
+    if isinstance(item, Measurement):
+        return item.to_row()
+    if isinstance(item, Mapping):
+        return dict(item)
+    raise TypeError(f"expected a Measurement or a mapping (row dict), got {type(item).__name__}")
+
+
+# -- CSV -------------------------------------------------------------------------------------
+
+
+def _cell(column: str, value: Any) -> str:
+    """One CSV cell: None -> "", float -> repr (exact), int/bool/str as text."""
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return repr(value)
+    if isinstance(value, int | str):  # bool is an int
+        return str(value)
+    raise TypeError(
+        f"column {column!r}: cannot write a {type(value).__name__} ({value!r}) to CSV; "
+        "values must be str, int, float or None"
+    )
+
+
+@contextlib.contextmanager
+def _folder_lock(folder: Path) -> Iterator[None]:
+    """Exclusive advisory lock on ``folder`` (POSIX ``flock``), so concurrent appenders
+    (pytest-xdist workers) do not lose each other's rows. No lock file is created."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        yield
+        return
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    """Write ``data`` to a temporary file next to ``path``, fsync, then ``os.replace``."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def _read_header(path: Path, text: str) -> list[str]:
+    try:
+        header = next(csv.reader(io.StringIO(text)), None)
+    except csv.Error as exc:
+        raise ValueError(f"{path}: malformed CSV header: {exc}") from None
+    if not header:
+        raise ValueError(f"{path}: not a measurements CSV (no header line)")
+    _check_header(path, header)
+    return header
+
+
+def _check_header(path: Path, header: list[str]) -> None:
+    if any(not c for c in header):
+        raise ValueError(f"{path}: malformed CSV header: empty column name in {header}")
+    dupes = sorted({c for c in header if header.count(c) > 1})
+    if dupes:
+        raise ValueError(f"{path}: malformed CSV header: duplicate column(s) {dupes}")
+
+
+def append_csv(path: str | os.PathLike, measurements: Iterable[Row]) -> None:
+    """Append measurements (or row dicts) to the CSV at ``path``, creating it if needed.
+
+    A new file gets the rows' columns (for measurements: :data:`CSV_COLUMNS` then
+    ``ap_<class>`` in class order). An existing file must have the same set of columns (its
+    order is kept). The whole file is rewritten atomically (temporary file in the same
+    folder + ``os.replace``), under an advisory lock on the folder.
+
+    Raises:
+        ValueError: the rows do not all have the same columns, or the existing file's header
+            differs from them (the message names the file and the differing columns), or the
+            existing file is malformed.
+        TypeError: a value that cannot be written (not str, int, float or None).
+    """
+    path = Path(path)
+    rows = [_as_row(m) for m in measurements]
+    if not rows:
+        return
+    columns = list(rows[0])
+    for i, row in enumerate(rows[1:], start=1):
+        if set(row) != set(columns):
+            raise ValueError(
+                f"{path}: row {i} to append has other columns than row 0: "
+                f"extra {sorted(set(row) - set(columns))}, "
+                f"missing {sorted(set(columns) - set(row))}"
+            )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with _folder_lock(path.parent):
+        existing = path.read_text(encoding="utf-8") if path.exists() else ""
+        if existing.strip():
+            header = _read_header(path, existing)
+            if set(header) != set(columns):
+                raise ValueError(
+                    f"{path}: existing header is incompatible with the rows to append: "
+                    f"columns only in the file {[c for c in header if c not in columns]}, "
+                    f"only in the rows {[c for c in columns if c not in header]}"
+                )
+            if not existing.endswith(("\n", "\r")):
+                existing += "\r\n"
+        else:
+            header, existing = columns, ""
+        buf = io.StringIO()
+        writer = csv.writer(buf)  # excel dialect: \r\n line ends, minimal quoting
+        if not existing:
+            writer.writerow(header)
+        for row in rows:
+            writer.writerow([_cell(c, row[c]) for c in header])
+        _atomic_write(path, (existing + buf.getvalue()).encode("utf-8"))
+
+
+def _typed(column: str, value: str) -> Any:
+    """A CSV cell back to its Python value: "" -> None; measurement fields to their type,
+    ``ap_*`` to float, anything else left as a string."""
+    if value == "":
+        return None
+    if column in _FIELD_TYPES:
+        return _parse_value(column, value, _FIELD_TYPES[column])
+    if column.startswith(AP_PREFIX):
+        return _parse_value(column, value, (float,))
+    return value
+
+
+def read_csv(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """Rows of a measurements CSV as dicts, in file order, values typed.
+
+    Empty cells are None; the :class:`Measurement` fields get their types (int, float, str)
+    and ``ap_*`` columns are floats; other columns (e.g. the suite's ``variant``,
+    ``status``) stay strings. ``Measurement.from_row(row)`` rebuilds a measurement.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: a malformed file (no header, duplicate or empty column names, a row
+            with another number of fields than the header, a value of the wrong type),
+            naming the file and the line.
+    """
+    path = Path(path)
+    with open(path, encoding="utf-8", newline="") as f:
+        reader = csv.reader(f)
+        try:
+            header = next(reader, None)
+            if not header:
+                raise ValueError(f"{path}: not a measurements CSV (empty file, no header line)")
+            _check_header(path, header)
+            out = []
+            for fields in reader:
+                line = reader.line_num
+                if not fields:  # a blank line
+                    continue
+                if len(fields) != len(header):
+                    raise ValueError(
+                        f"{path}, line {line}: {len(fields)} fields, the header has "
+                        f"{len(header)}"
+                    )
+                try:
+                    out.append({c: _typed(c, v) for c, v in zip(header, fields, strict=True)})
+                except ValueError as exc:
+                    raise ValueError(f"{path}, line {line}: {exc}") from None
+        except csv.Error as exc:
+            raise ValueError(f"{path}, line {reader.line_num}: malformed CSV: {exc}") from None
+    return out
+
+
+# -- Markdown --------------------------------------------------------------------------------
+
+
+def _label(row: Mapping[str, Any]) -> str:
+    return str(row.get("variant") or row.get("name") or "?")
+
+
+def _num(value: Any) -> float | None:
+    """A finite float, or None for missing / empty / NaN values."""
+    if value is None or value == "":
+        return None
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        return None
+    return None if math.isnan(x) else x
+
+
+_DASH = "–"
+
+
+def _fmt(value: Any, scale: float = 1.0, digits: int = 1) -> str:
+    x = _num(value)
+    return _DASH if x is None else f"{x * scale:.{digits}f}"
+
+
+def _mean_std(row: Mapping[str, Any]) -> str:
+    mean, std = _num(row.get("latency_ms_mean")), _num(row.get("latency_ms_std"))
+    if mean is None:
+        return _DASH
+    return f"{mean:.1f} ± {std:.1f}" if std is not None else f"{mean:.1f}"
+
+
+def _md_escape(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def markdown_table(measurements: Iterable[Row]) -> str:
+    """A Markdown table, one column per model/variant, as the original study laid it out.
+
+    Rows: mAP (%), AP per class (%), sparsity (%), MACs (G), params (M), peak memory (MB),
+    RSS (MB), size (MB), size zipped (MB), mean inference time (ms) ± std, median (ms), FPS.
+    Accepts :class:`Measurement` objects or row dicts (``to_row()`` / :func:`read_csv`
+    rows; the column title is ``variant`` or else ``name``). Missing values show as "–".
+    """
+    rows = [_as_row(m) for m in measurements]
+    classes: list[str] = []
+    for row in rows:
+        for key in row:
+            if key.startswith(AP_PREFIX) and key[len(AP_PREFIX):] not in classes:
+                classes.append(key[len(AP_PREFIX):])
+    pct, giga, mega = 100.0, 1e-9, 1e-6
+    table: list[tuple[str, Any]] = [("mAP (%)", lambda r: _fmt(r.get("map"), pct))]
+    for c in classes:
+        table.append((f"AP {c} (%)", lambda r, c=c: _fmt(r.get(AP_PREFIX + c), pct)))
+    table += [
+        ("sparsity (%)", lambda r: _fmt(r.get("sparsity"), pct)),
+        ("MACs (G)", lambda r: _fmt(r.get("macs"), giga, 3)),
+    ]
+    if any(_num(r.get("effective_macs")) != _num(r.get("macs")) for r in rows):
+        table.append(("effective MACs (G)", lambda r: _fmt(r.get("effective_macs"), giga, 3)))
+    table += [
+        ("params (M)", lambda r: _fmt(r.get("params"), mega, 2)),
+        ("peak memory (MB)", lambda r: _fmt(r.get("peak_mem_mb"))),
+        ("RSS (MB)", lambda r: _fmt(r.get("rss_mb"))),
+        ("size (MB)", lambda r: _fmt(r.get("size_mb"), digits=2)),
+        ("size zipped (MB)", lambda r: _fmt(r.get("size_zip_mb"), digits=2)),
+        ("mean inference time (ms)", _mean_std),
+        ("median (ms)", lambda r: _fmt(r.get("latency_ms_median"))),
+        ("FPS", lambda r: _fmt(r.get("fps"))),
+    ]
+    lines = [
+        "| | " + " | ".join(_md_escape(_label(r)) for r in rows) + " |",
+        "|---|" + "---:|" * len(rows),
+    ]
+    for title, get in table:
+        lines.append(f"| {title} | " + " | ".join(get(r) for r in rows) + " |")
+    return "\n".join(lines) + "\n"
+
+
+# -- plot ------------------------------------------------------------------------------------
+
+_STATUS_COLORS = {"pass": "tab:green", "passed": "tab:green", "fail": "tab:red",
+                  "failed": "tab:red", "error": "tab:red"}
+_MAX_MARKER_AREA = 1500.0  # points^2 of the largest model
+
+
+def _budget_value(budget: Any, key: str) -> float | None:
+    value = budget.get(key) if isinstance(budget, Mapping) else getattr(budget, key, None)
+    return _num(value)
+
+
+def plot_tradeoff(
+    rows: Iterable[Row],
+    path: str | os.PathLike,
+    *,
+    budgets: Mapping[str, Any] | None = None,
+) -> Path:
+    """Write a PNG of accuracy against latency: one point per variant.
+
+    x is the median end-to-end latency (ms, ``latency_ms_median``), y the mAP (%, ``map`` is
+    a fraction), the marker area is proportional to ``size_mb``, each point is labelled with
+    its ``variant`` (or ``name``) and coloured by ``status`` when rows have one. Rows without
+    a mAP or a latency (a variant that failed to run) are listed under the plot instead.
+
+    With ``budgets`` (variant -> mapping with ``max_map_drop_points`` and optionally
+    ``min_speedup``) and an ``fp32`` row, the budget lines of the plotted variants are drawn:
+    one dashed horizontal line per distinct accuracy floor (fp32 mAP minus the allowed drop,
+    in points) and one dashed vertical line per distinct latency ceiling (fp32 latency /
+    ``min_speedup``), each labelled with the variants it applies to.
+
+    The file is written atomically (temporary file in the same folder, ``os.replace``).
+    Returns the path.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    path = Path(path)
+    data = [_as_row(r) for r in rows]
+    points, skipped = [], []
+    for row in data:
+        x, y = _num(row.get("latency_ms_median")), _num(row.get("map"))
+        if x is None or y is None:
+            skipped.append(row)
+        else:
+            points.append((row, x, y * 100.0))
+
+    fig = Figure(figsize=(8, 5.5), dpi=110)
+    FigureCanvasAgg(fig)  # Agg canvas for this figure only; no global backend switch
+    ax = fig.add_subplot()
+    sizes = [_num(r.get("size_mb")) for r, _, _ in points]
+    largest = max((s for s in sizes if s is not None and s > 0), default=None)
+    statuses: dict[str, str] = {}
+    for (row, x, y), size in zip(points, sizes, strict=True):
+        area = (_MAX_MARKER_AREA * size / largest) if size and largest else 60.0
+        status = row.get("status")
+        color = _STATUS_COLORS.get(str(status).lower(), "tab:blue") if status else "tab:blue"
+        if status:
+            statuses.setdefault(str(status), color)
+        ax.scatter([x], [y], s=area, color=color, alpha=0.55, edgecolors="black",
+                   linewidths=0.6, zorder=3)
+        label = _label(row) + (f" ({size:.2f} MB)" if size is not None else "")
+        ax.annotate(label, (x, y), xytext=(6, 6), textcoords="offset points", fontsize=8,
+                    zorder=4)
+
+    labels = {_label(r) for r, _, _ in points}
+    fp32 = next((r for r, _, _ in points if _label(r) == "fp32"), None)
+    if budgets and fp32 is not None:
+        fp32_map = _num(fp32.get("map")) * 100.0
+        fp32_ms = _num(fp32.get("latency_ms_median"))
+        floors: dict[float, list[str]] = {}
+        ceilings: dict[float, list[str]] = {}
+        for variant, budget in budgets.items():
+            if variant not in labels:
+                continue
+            drop = _budget_value(budget, "max_map_drop_points")
+            if drop is not None:
+                floors.setdefault(round(fp32_map - drop, 9), []).append(variant)
+            speedup = _budget_value(budget, "min_speedup")
+            if speedup is not None and speedup > 0:
+                ceilings.setdefault(round(fp32_ms / speedup, 9), []).append(variant)
+        for floor, names in sorted(floors.items()):
+            ax.axhline(floor, color="tab:red", linestyle="--", linewidth=1, zorder=2)
+            ax.annotate(f"mAP floor {floor:.1f}%: {', '.join(names)}", (0.01, floor),
+                        xycoords=("axes fraction", "data"), xytext=(0, 3),
+                        textcoords="offset points", fontsize=7, color="tab:red")
+        for ceiling, names in sorted(ceilings.items()):
+            ax.axvline(ceiling, color="tab:purple", linestyle="--", linewidth=1, zorder=2)
+            ax.annotate(f"latency ceiling {ceiling:.1f} ms: {', '.join(names)}",
+                        (ceiling, 0.99), xycoords=("data", "axes fraction"), xytext=(3, 0),
+                        textcoords="offset points", fontsize=7, color="tab:purple",
+                        rotation=90, va="top")
+
+    if statuses:
+        from matplotlib.lines import Line2D
+
+        ax.legend(handles=[Line2D([], [], marker="o", linestyle="", color=c, label=s)
+                           for s, c in statuses.items()], title="status", fontsize=8)
+    if not points:
+        ax.text(0.5, 0.5, "no variant with both mAP and latency", transform=ax.transAxes,
+                ha="center", va="center")
+    ax.set_xlabel("median latency (ms), end to end")
+    ax.set_ylabel("mAP@0.5 (%)")
+    ax.set_title("accuracy vs latency (marker area ∝ size)")
+    ax.grid(True, alpha=0.3)
+    ax.margins(0.15)
+    if skipped:
+        fig.text(0.01, 0.01, "not plotted (no mAP or latency): " + ", ".join(
+            _label(r) + (f" [{r['status']}]" if r.get("status") else "") for r in skipped),
+            fontsize=7)
+    fig.tight_layout(rect=(0, 0.03 if skipped else 0, 1, 1))
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _atomic_write(path, buf.getvalue())
+    return path

@@ -1,0 +1,225 @@
+"""Tests for navya.report: CSV (atomic append, round trip), Markdown table, trade-off plot."""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import replace
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from navya.metrics.measure import ROW_FIELDS, Measurement
+from navya.report import (
+    CSV_COLUMNS,
+    append_csv,
+    csv_columns,
+    markdown_table,
+    plot_tradeoff,
+    read_csv,
+)
+
+CLASSES = ("disc", "square", "star ring")  # a space in a class name survives the round trip
+
+
+def _measurement(name: str = "fp32", classes=CLASSES, **overrides) -> Measurement:
+    values = dict(
+        name=name, map=0.1 + 0.2, map_voc07=1 / 3, eval_images=500, macs=16_379_728,
+        effective_macs=16_379_727, params=534_732, nonzero_params=524_864,
+        sparsity=0.018454104111966352, prunable_sparsity=1e-300, size_mb=2.378751,
+        size_zip_mb=1.946943, peak_mem_mb=2.13205, rss_mb=772.952064,
+        latency_ms_median=21.245637, latency_ms_mean=23.5150256,
+        latency_ms_std=3.4218732784176566, latency_ms_p95=28.063937199999998,
+        latency_ms_min=21.126961, fps=47.0684875205201, net_latency_ms_median=18.761978,
+        latency_rounds=30, threads=1, batch_size=1, quantized_engine="x86",
+        torch_version="2.14.1+cu130", cpu_model='AMD EPYC, "7B13"', git_commit=None,
+        timestamp="2026-11-25T07:53:50+00:00",
+        ap_per_class={c: v for c, v in zip(classes, (0.5, math.nan, 2 / 3, 0.25), strict=False)},
+    )
+    values.update(overrides)
+    return Measurement(**values)
+
+
+def _same(a: Measurement, b: Measurement) -> bool:
+    ra, rb = a.to_row(), b.to_row()
+
+    def eq(x, y):
+        if isinstance(x, float) and isinstance(y, float) and math.isnan(x) and math.isnan(y):
+            return True
+        return type(x) is type(y) and x == y
+
+    return list(ra) == list(rb) and all(eq(ra[k], rb[k]) for k in ra)
+
+
+def _leftovers(folder: Path, keep: set[str]) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if p.name not in keep)
+
+
+# -- CSV ----------------------------------------------------------------------------------------
+
+
+def test_csv_round_trip_keeps_every_field_exactly(tmp_path: Path) -> None:
+    path = tmp_path / "m.csv"
+    a = _measurement("fp32")
+    b = _measurement("int8-ptq", rss_mb=None, git_commit="4b975699046b3b79d10ebfe9a33c56b9d689ff44",
+                     map=0.30000000000000004, size_mb=1 / 7, macs=3)
+    append_csv(path, [a, b])
+    rows = read_csv(path)
+    assert len(rows) == 2
+    assert list(rows[0]) == csv_columns(CLASSES)
+    assert list(rows[0])[: len(CSV_COLUMNS)] == list(ROW_FIELDS)
+    for row, m in zip(rows, (a, b), strict=True):
+        assert _same(Measurement.from_row(row, CLASSES), m)
+    assert rows[1]["rss_mb"] is None and rows[1]["size_mb"] == 1 / 7
+    assert isinstance(rows[1]["macs"], int)
+
+
+def test_append_twice_gives_two_rows(tmp_path: Path) -> None:
+    path = tmp_path / "m.csv"
+    append_csv(path, [_measurement("fp32")])
+    append_csv(path, [_measurement("int8-ptq")])
+    assert [r["name"] for r in read_csv(path)] == ["fp32", "int8-ptq"]
+    assert _leftovers(tmp_path, {"m.csv"}) == []
+
+
+def test_append_accepts_row_dicts_in_another_column_order(tmp_path: Path) -> None:
+    path = tmp_path / "m.csv"
+    append_csv(path, [_measurement("fp32")])
+    row = _measurement("fp16").to_row()
+    append_csv(path, [dict(reversed(list(row.items())))])
+    rows = read_csv(path)
+    assert list(rows[1]) == csv_columns(CLASSES)  # the file's order wins
+    assert _same(Measurement.from_row(rows[1]), _measurement("fp16"))
+
+
+def test_incompatible_header_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "m.csv"
+    append_csv(path, [_measurement("fp32")])
+    before = path.read_bytes()
+    other = _measurement("voc", classes=("disc", "square", "cat"))
+    with pytest.raises(ValueError) as err:
+        append_csv(path, [other])
+    message = str(err.value)
+    assert str(path) in message and "ap_star ring" in message and "ap_cat" in message
+    assert path.read_bytes() == before
+    with pytest.raises(ValueError, match="other columns"):
+        append_csv(tmp_path / "new.csv", [_measurement("a"), other])
+    assert not (tmp_path / "new.csv").exists()
+
+
+def test_failed_append_leaves_the_file_intact(tmp_path: Path, monkeypatch) -> None:
+    path = tmp_path / "m.csv"
+    append_csv(path, [_measurement("fp32")])
+    before = path.read_bytes()
+
+    with pytest.raises(TypeError, match="'map'"):
+        append_csv(path, [{**_measurement("bad").to_row(), "map": object()}])
+    assert path.read_bytes() == before
+
+    def refuse(src, dst):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", refuse)
+    with pytest.raises(OSError, match="disk full"):
+        append_csv(path, [_measurement("int8-ptq")])
+    monkeypatch.undo()
+    assert path.read_bytes() == before
+    assert _leftovers(tmp_path, {"m.csv"}) == []
+    assert len(read_csv(path)) == 1
+
+
+def test_read_csv_reports_malformed_files(tmp_path: Path) -> None:
+    empty = tmp_path / "empty.csv"
+    empty.write_text("")
+    with pytest.raises(ValueError, match="empty.csv.*no header"):
+        read_csv(empty)
+
+    path = tmp_path / "m.csv"
+    append_csv(path, [_measurement("fp32")])
+    good = path.read_text()
+    path.write_text(good + "x,y\r\n")
+    with pytest.raises(ValueError, match=r"m\.csv, line 3: 2 fields"):
+        read_csv(path)
+
+    path.write_text(good.replace(",16379728,", ",many,", 1))
+    with pytest.raises(ValueError, match=r"line 2: column 'macs'"):
+        read_csv(path)
+
+    dup = tmp_path / "dup.csv"
+    dup.write_text("a,b,a\r\n1,2,3\r\n")
+    with pytest.raises(ValueError, match="duplicate"):
+        read_csv(dup)
+
+
+def test_read_csv_keeps_foreign_columns_as_text(tmp_path: Path) -> None:
+    path = tmp_path / "s.csv"
+    append_csv(path, [{"variant": "fp32", "status": "pass", "map": 0.25, "note": None}])
+    assert read_csv(path) == [{"variant": "fp32", "status": "pass", "map": 0.25, "note": None}]
+
+
+# -- Markdown -----------------------------------------------------------------------------------
+
+
+def test_markdown_table_has_one_column_per_variant() -> None:
+    a = _measurement("fp32", map=0.251)
+    b = _measurement("int8-ptq", map=0.252, size_mb=3.85, rss_mb=None)
+    table = markdown_table([a, b])
+    lines = table.splitlines()
+    assert lines[0] == "| | fp32 | int8-ptq |"
+    assert "| mAP (%) | 25.1 | 25.2 |" in lines
+    assert "| AP disc (%) | 50.0 | 50.0 |" in lines
+    assert "| AP square (%) | – | – |" in lines  # NaN: no ground truth
+    assert "| size (MB) | 2.38 | 3.85 |" in lines
+    assert "| RSS (MB) | 773.0 | – |" in lines
+    assert "| mean inference time (ms) | 23.5 ± 3.4 | 23.5 ± 3.4 |" in lines
+    titles = [line.split("|")[1].strip() for line in lines[2:]]
+    assert titles == ["mAP (%)", "AP disc (%)", "AP square (%)", "AP star ring (%)",
+                      "sparsity (%)", "MACs (G)", "effective MACs (G)", "params (M)",
+                      "peak memory (MB)", "RSS (MB)", "size (MB)", "size zipped (MB)",
+                      "mean inference time (ms)", "median (ms)", "FPS"]
+    # row dicts (the suite's, or read back from CSV) work the same
+    assert markdown_table([a.to_row(), {"variant": "x|y", "map": None}]).splitlines()[0] == \
+        "| | fp32 | x\\|y |"
+
+
+# -- plot ---------------------------------------------------------------------------------------
+
+
+def _suite_rows() -> list[dict]:
+    return [
+        {"variant": "fp32", "map": 0.60, "size_mb": 13.5, "latency_ms_median": 40.0,
+         "status": "pass"},
+        {"variant": "int8-ptq", "map": 0.59, "size_mb": 3.85, "latency_ms_median": 16.0,
+         "status": "pass"},
+        {"variant": "prune-l1-30", "map": 0.55, "size_mb": 9.6, "latency_ms_median": 38.0,
+         "status": "fail"},
+        {"variant": "int8-qat", "map": None, "size_mb": None, "latency_ms_median": None,
+         "status": "error"},
+    ]
+
+
+@pytest.mark.parametrize("budgets", [
+    None,
+    {"int8-ptq": {"max_map_drop_points": 1.0, "min_speedup": 2.0},
+     "prune-l1-30": {"max_map_drop_points": 1.0},
+     "bf16": {"max_map_drop_points": 0.5, "min_speedup": 1.2}},  # not in the rows
+    {"int8-ptq": SimpleNamespace(max_map_drop_points=1.0, min_speedup=2.0)},
+], ids=["no-budgets", "dict-budgets", "object-budgets"])
+def test_plot_writes_a_png(tmp_path: Path, budgets) -> None:
+    out = tmp_path / "plots" / "tradeoff.png"
+    assert plot_tradeoff(_suite_rows(), out, budgets=budgets) == out
+    assert out.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+    assert _leftovers(out.parent, {"tradeoff.png"}) == []
+
+
+def test_plot_accepts_measurements_and_their_rows(tmp_path: Path) -> None:
+    ms = [_measurement("fp32"), replace(_measurement("int8-ptq"), latency_ms_median=9.0)]
+    out = tmp_path / "t.png"
+    plot_tradeoff([m.to_row() for m in ms], out, budgets={"int8-ptq": {
+        "max_map_drop_points": 1.0, "min_speedup": 2.0}})
+    assert out.read_bytes().startswith(b"\x89PNG")
+    plot_tradeoff(ms, out)  # Measurement objects, overwriting the file
+    assert out.read_bytes().startswith(b"\x89PNG")
+    plot_tradeoff([], out)  # nothing to place still gives a (labelled) figure
+    assert out.read_bytes().startswith(b"\x89PNG")
