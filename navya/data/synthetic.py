@@ -29,8 +29,8 @@ star      five-pointed stars, medium contrast
 ring      annuli at LOW contrast against the textured background
 pentagon  look-alike pair with ``hexagon`` (small, rotated regular polygons)
 hexagon   look-alike pair with ``pentagon``
-bar       thin (3-6 px) elongated bars at any angle: boxes mostly background
-dot       SMALL discs (9-16 px), below the smallest anchor
+bar       thin (2-5 px) elongated bars at any angle: boxes mostly background
+dot       SMALL discs (7-13 px), below the smallest anchor
 ========  ===============================================================
 
 On top of that: 1 to 12 objects per image, objects partially occluding each other (an object
@@ -79,18 +79,18 @@ _CLASS_STYLE: dict[str, tuple[tuple[int, int], tuple[float, float]]] = {
     "triangle": ((28, 90), (0.25, 0.55)),
     "cross": ((26, 80), (0.20, 0.45)),
     "star": ((28, 84), (0.20, 0.45)),
-    "ring": ((26, 84), (0.07, 0.16)),
-    "pentagon": ((20, 54), (0.20, 0.45)),
-    "hexagon": ((20, 54), (0.20, 0.45)),
+    "ring": ((26, 84), (0.05, 0.12)),
+    "pentagon": ((16, 44), (0.20, 0.45)),
+    "hexagon": ((16, 44), (0.20, 0.45)),
     "bar": ((36, 140), (0.25, 0.55)),
-    "dot": ((9, 16), (0.30, 0.60)),
+    "dot": ((7, 13), (0.30, 0.60)),
 }
 
 _SPLIT_CODES = {"train": 1, "val": 2, "test": 3}
 _SUPERSAMPLE = 3  # anti-aliasing factor for shape masks
 _DIFFICULT_VISIBLE = 0.40  # below this visible fraction an object is marked difficult
 _DROP_VISIBLE = 0.10  # below this it is dropped from the annotation altogether
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -210,7 +210,7 @@ def _shape_mask(cls: str, size: int, rng: np.random.Generator) -> np.ndarray:
     elif cls == "cross":
         fn = poly(_cross_polygon(r, float(rng.uniform(0.28, 0.4)), angle))
     elif cls == "bar":
-        thickness = float(rng.uniform(3, 6))
+        thickness = float(rng.uniform(2, 5))
         fn = poly(_rect_polygon(size, thickness, float(rng.uniform(0, math.pi))))
     else:  # pragma: no cover - guarded by SYNTHETIC_CLASSES
         raise ValueError(f"unknown synthetic class {cls!r}")
