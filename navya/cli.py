@@ -225,6 +225,41 @@ def _measure(args: argparse.Namespace) -> int:
     return 0
 
 
+def _sweep(args: argparse.Namespace) -> int:
+    import torch
+
+    from navya.compress.sweep import plot_sweep, ratios_from_percent, sweep, write_sweep_csv
+    from navya.compress.variants import CompressContext
+    from navya.models import load_checkpoint
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    methods = [m.strip() for m in args.method.split(",") if m.strip()]
+    ratios = ratios_from_percent(args.ratios)  # percents on the command line, fractions in the API
+    model, ckpt = load_checkpoint(args.checkpoint)
+    val = _load_dataset(args.data, args.split, class_names=ckpt.class_names or None,
+                        limit=args.limit)
+    train_set = None
+    if "l1-structured" in methods and args.train_split:
+        train_set = _load_dataset(args.data, args.train_split, class_names=val.class_names)
+    context = CompressContext(train_dataset=train_set, progress=True, seed=args.seed)
+    structured = {} if args.finetune_iters is None else {"finetune_iters": args.finetune_iters}
+    rows = []
+    for method in methods:
+        rows += sweep(model, val, method=method, ratios=ratios, context=context, progress=True,
+                      config_overrides=structured if method == "l1-structured" else None)
+    print(f"{'method':<20} {'pruning %':>9} {'mAP %':>7} {'drop':>6} {'sparsity %':>10} "
+          f"{'MMACs':>8}")
+    for r in rows:
+        print(f"{r.method:<20} {100 * r.ratio:>9g} {100 * r.map:>7.2f} {r.drop_points:>6.2f} "
+              f"{100 * r.sparsity:>10.2f} {r.macs / 1e6:>8.1f}")
+    out = Path(args.out)
+    write_sweep_csv(rows, out.with_suffix(".csv"))
+    plot_sweep(rows, out.with_suffix(".png"))
+    print(f"wrote {out.with_suffix('.csv')} and {out.with_suffix('.png')}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="navya", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -290,6 +325,23 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--csv", default=None, help="append the row to this CSV")
     m.add_argument("--markdown", default=None, help="write a Markdown table of the row here")
     m.set_defaults(func=_measure)
+    w = sub.add_parser("sweep", help="mAP against pruning ratio (CSV table and plot)")
+    w.add_argument("--checkpoint", default=str(DEFAULT_CHECKPOINT))
+    w.add_argument("--data", required=True, help="VOC root (folder holding VOCdevkit/)")
+    w.add_argument("--split", default="val", help="evaluation split")
+    w.add_argument("--train-split", default="train",
+                   help="fine-tune split for l1-structured ('' for none)")
+    w.add_argument("--method", default="l1-unstructured",
+                   help="comma-separated: l1-unstructured, random-unstructured, l1-structured")
+    w.add_argument("--ratios", default="0,2,4,5,8,10,15,20,25,30",
+                   help="pruning ratios in PERCENT")
+    w.add_argument("--limit", type=int, default=None, help="evaluate the first N images")
+    w.add_argument("--finetune-iters", type=int, default=None,
+                   help="l1-structured fine-tune iterations per ratio")
+    w.add_argument("--seed", type=int, default=0)
+    w.add_argument("--threads", type=int, default=None)
+    w.add_argument("--out", default="sweep", help="writes <out>.csv and <out>.png")
+    w.set_defaults(func=_sweep)
     return p
 
 

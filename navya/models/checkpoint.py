@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-import pickle
 import tempfile
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -83,7 +81,8 @@ def save_checkpoint(path: str | os.PathLike, model: SSDLite, meta: dict | None =
         "num_classes": model.num_classes,
         "model_config": dict(model.config),
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-        "meta": {"torch_version": torch.__version__, **(meta or {})},
+        # str(): torch.__version__ is a TorchVersion, which weights_only loading refuses
+        "meta": {"torch_version": str(torch.__version__), **(meta or {})},
     }
     atomic_torch_save(payload, path)
 
@@ -94,8 +93,10 @@ def read_checkpoint(path: str | os.PathLike) -> Checkpoint:
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint file not found")
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, EOFError, zipfile.BadZipFile, pickle.UnpicklingError, OSError) as exc:
+        # TorchVersion (a str subclass) allowed: files written before torch_version was str()'d
+        with torch.serialization.safe_globals([torch.torch_version.TorchVersion]):
+            payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # random bytes also raise KeyError, ValueError, struct.error...
         raise CheckpointError(
             f"{path}: not a readable checkpoint (truncated or corrupted? {type(exc).__name__}: "
             f"{str(exc).splitlines()[0] if str(exc) else ''})"
@@ -152,5 +153,10 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[SSDLite, Checkpoint]:
         model = build_model(ckpt.arch, ckpt.num_classes, **ckpt.model_config)
     except (KeyError, ValueError, TypeError) as exc:
         raise CheckpointError(f"{ckpt.path}: cannot rebuild the model it describes: {exc}") from exc
+    shapes = ckpt.meta.get("pruned_shapes")
+    if shapes:  # a structurally pruned model: give the fresh layers the recorded shapes first
+        from navya.compress.prune import apply_pruned_shapes
+
+        apply_pruned_shapes(model, shapes)
     load_into(model, ckpt)
     return model.eval(), ckpt
