@@ -247,6 +247,10 @@ class SuiteState:
             if spec is None:
                 slow = set(variant_names("slow"))
                 names = [n for n in known if n not in slow]
+                if slow:
+                    self.banner.append(
+                        f"not in this run (tagged slow; --navya-variants all runs them): "
+                        f"{', '.join(n for n in known if n in slow)}")
             elif spec.strip() == "all":
                 names = known
             else:

@@ -1,1 +1,751 @@
-"""Quantization transforms (placeholder until the quantization issue lands)."""
+"""Quantization transforms: INT8 static (PTQ, mixed precision), dynamic, QAT, PT2E; bf16/fp16.
+
+Every transform is ``fn(model, config, context) -> new model`` (:mod:`navya.compress.variants`):
+it deep-copies the float detector first and never mutates its input. Only ``model.core`` (the
+convolutional network of :class:`~navya.models.SSDLite`) is quantized or cast; anchors, box
+decoding and NMS stay float.
+
+Variants registered on import:
+
+========================  ==========================================================================
+``int8-ptq``              eager static PTQ: Conv-BN(-ReLU) fused, per-channel int8 weights, histogram
+                          (or min-max) quint8 activations, calibrated on a seeded subset of the
+                          train split; ``keep_float`` keeps named blocks in float (mixed precision).
+``int8-dynamic``          ``quantize_dynamic`` of Linear/RNN layers: SSD-Lite has none, so it
+                          quantizes 0 modules and runs as fp32 (``model.quantized_modules``).
+``int8-qat``              quantization-aware fine-tuning (fake quant, observers then BN frozen) with
+                          :func:`navya.train.train`, then converted to INT8.
+``bf16`` / ``fp16``       ``core`` cast to that dtype (:class:`HalfCore`); inputs cast in, outputs
+                          cast back to float before post-processing.
+``int8-pt2e``             ``torch.export`` + torchao's ``X86InductorQuantizer`` + lowering to oneDNN
+                          quantized ops (only when torchao is installed).
+========================  ==========================================================================
+
+INT8 engines. An eager quantized model runs with the engine its weights were packed for: the
+transforms set ``model.quantized_engine`` and attach forward hooks to ``core`` that set
+``torch.backends.quantized.engine`` for the duration of each call and restore it afterwards
+(also when the call raises). Measured on the reference CPU: about 10 microseconds a call for the
+get/set/restore, well under 0.1 % of one INT8 inference, so latency stays honest. Deep-copying or
+unpickling an INT8 model re-packs its weights with the engine current at that moment: do it
+inside ``with quantized_engine(model.quantized_engine)`` for a non-default engine (qnnpack).
+
+Module names. ``keep_float`` and sensitivity analysis name blocks of ``core`` as
+:func:`sensitivity_blocks` lists them (``"backbone.stage1.3"``, ``"extras.0"``, ``"cls_heads.2"``).
+In the returned model a block kept in float is wrapped in a :class:`FloatIsland` (its weights under
+``<name>.block``).
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+from torch.utils.data import Dataset
+
+from navya.compress import _ao
+from navya.compress._ao import ENGINES, DeQuantStub, QuantStub, quantized_engine
+from navya.compress.variants import CompressContext, Variant, register
+
+__all__ = [
+    "ENGINES",
+    "DynamicConfig",
+    "FloatIsland",
+    "HalfConfig",
+    "HalfCore",
+    "PT2EConfig",
+    "PTQConfig",
+    "QATConfig",
+    "QuantIsland",
+    "QuantizationError",
+    "calibration_count",
+    "calibration_indices",
+    "half_precision",
+    "quantize_dynamic",
+    "quantize_pt2e",
+    "quantize_qat",
+    "quantize_static",
+    "quantized_engine",
+    "sensitivity_blocks",
+    "torchao_available",
+]
+
+
+class QuantizationError(ValueError):
+    """A model, configuration or context that cannot be quantized as asked; the message says
+    why and what would work."""
+
+
+# -- checks ----------------------------------------------------------------------------------
+
+
+def _check_engine_name(engine: str) -> None:
+    if engine not in ENGINES:
+        raise QuantizationError(f"unknown quantized engine {engine!r}; engines: "
+                                f"{', '.join(ENGINES)} (supported on this CPU: "
+                                f"{', '.join(_ao.supported_engines())})")
+
+
+def _check_engine(engine: str) -> None:
+    """``engine`` must be one this torch build and CPU run (not only a known name)."""
+    _check_engine_name(engine)
+    supported = _ao.supported_engines()
+    if engine not in supported:
+        raise QuantizationError(f"quantized engine {engine!r} is not supported on this CPU; "
+                                f"supported engines: {', '.join(supported)}")
+
+
+def _core_of(model: nn.Module) -> nn.Module:
+    """``model.core``, which must hold a ``QuantStub`` (the quantizable part)."""
+    core = getattr(model, "core", None)
+    if not isinstance(core, nn.Module):
+        raise QuantizationError(
+            f"{type(model).__name__} has no `core` submodule: navya quantizes the "
+            f"convolutional core of an SSDLite detector (navya.models.build_model)")
+    if not any(isinstance(m, QuantStub) for m in core.modules()):
+        raise QuantizationError(
+            f"{type(model).__name__}.core ({type(core).__name__}) has no quantization stubs "
+            f"(QuantStub/DeQuantStub): static INT8 needs them to mark where tensors enter and "
+            f"leave the quantized domain; build the model with navya.models.build_model")
+    return core
+
+
+def _require_data(context: CompressContext, what: str) -> Dataset:
+    dataset = context.train_dataset
+    if dataset is None:
+        raise QuantizationError(
+            f"{what} needs calibration/training data: context.train_dataset is None; pass "
+            f"CompressContext(train_dataset=<the train split>)")
+    if len(dataset) == 0:
+        raise QuantizationError(f"{what} needs calibration/training data: "
+                                f"context.train_dataset is empty")
+    return dataset
+
+
+def _has_weights(module: nn.Module) -> bool:
+    return any(isinstance(m, (nn.Conv2d, nn.Linear)) for m in module.modules())
+
+
+def sensitivity_blocks(model: nn.Module) -> list[str]:
+    """The quantizable blocks of ``model.core``, in forward order, as names relative to ``core``.
+
+    Each backbone layer that holds a convolution (every ``stage1`` / ``stage2`` child of
+    :class:`~navya.models.ssdlite.MobileNetFeatures`: the first convolution, each inverted
+    residual, and the pieces of the split stride-32 block), each extra block, each
+    classification and regression head. These are the units of mixed precision
+    (``PTQConfig(keep_float=...)``) and of per-layer sensitivity analysis. The same names are
+    returned before and after fusion.
+    """
+    core = getattr(model, "core", None)
+    if not isinstance(core, nn.Module):
+        raise QuantizationError(f"{type(model).__name__} has no `core` submodule")
+    names = []
+    for prefix in ("backbone.stage1", "backbone.stage2", "extras", "cls_heads", "reg_heads"):
+        try:
+            parent = core.get_submodule(prefix)
+        except AttributeError:
+            raise QuantizationError(f"core has no {prefix!r}: sensitivity blocks follow the "
+                                    f"SSDLiteCore layout") from None
+        names += [f"{prefix}.{n}" for n, child in parent.named_children() if _has_weights(child)]
+    return names
+
+
+def _check_blocks(names: Sequence[str], valid: Sequence[str], option: str) -> None:
+    unknown = [n for n in names if n not in valid]
+    if unknown:
+        raise QuantizationError(f"unknown block name(s) in {option}: {', '.join(unknown)}; "
+                                f"valid blocks: {', '.join(valid)}")
+
+
+# -- islands: mixed precision in eager mode --------------------------------------------------
+
+
+class FloatIsland(nn.Module):
+    """A block kept in float inside a quantized network: ``DeQuantStub -> block -> QuantStub``.
+
+    The block's ``qconfig`` is None, so it is neither observed nor converted; its input is
+    dequantized and its output re-quantized (with its own calibrated scale).
+    """
+
+    def __init__(self, block: nn.Module):
+        super().__init__()
+        self.dequant = DeQuantStub()
+        self.block = block
+        self.quant = QuantStub()
+        self.block.qconfig = None
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.quant(self.block(self.dequant(x)))
+
+
+class QuantIsland(nn.Module):
+    """A block quantized inside a float network: ``QuantStub -> block -> DeQuantStub``
+    (per-block sensitivity: only this block runs in INT8)."""
+
+    def __init__(self, block: nn.Module, qconfig):
+        super().__init__()
+        self.quant = QuantStub()
+        self.block = block
+        self.dequant = DeQuantStub()
+        self.qconfig = qconfig
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.dequant(self.block(self.quant(x)))
+
+
+def _replace(root: nn.Module, name: str, new: nn.Module) -> None:
+    parent_name, _, leaf = name.rpartition(".")
+    parent = root.get_submodule(parent_name) if parent_name else root
+    setattr(parent, leaf, new)
+
+
+def _skip_unused_adds(core: nn.Module) -> None:
+    """No observer for the residual adds of blocks without a residual connection (they are
+    never called; converting their untouched observers only warns)."""
+    for m in core.modules():
+        if getattr(m, "use_res_connect", True) is False and hasattr(m, "skip_add"):
+            m.skip_add.qconfig = None
+
+
+# -- running with the model's engine ---------------------------------------------------------
+
+
+class _EngineHooks:
+    """Forward (pre-)hooks that run a module with ``torch.backends.quantized.engine = engine``
+    and restore the previous engine afterwards, also when the forward raises."""
+
+    def __init__(self, engine: str):
+        self.engine = engine
+        self._saved: list[str] = []
+
+    def before(self, module: nn.Module, args) -> None:
+        self._saved.append(torch.backends.quantized.engine)
+        torch.backends.quantized.engine = self.engine
+
+    def after(self, module: nn.Module, args, output) -> None:
+        if self._saved:
+            torch.backends.quantized.engine = self._saved.pop()
+
+
+def _run_with_engine(model: nn.Module, core: nn.Module, engine: str) -> None:
+    hooks = _EngineHooks(engine)
+    core.register_forward_pre_hook(hooks.before)
+    core.register_forward_hook(hooks.after, always_call=True)
+    model.quantized_engine = engine
+
+
+# -- calibration -----------------------------------------------------------------------------
+
+
+def calibration_count(dataset_len: int, fraction: float, images: int | None) -> int:
+    """How many calibration images: ``images`` if given, else ``round(fraction * len)``, at
+    least 1; at most the data set's length (else :class:`QuantizationError`)."""
+    n = images if images is not None else max(1, round(fraction * dataset_len))
+    if n > dataset_len:
+        raise QuantizationError(f"asked for {n} calibration images but the calibration data "
+                                f"set has only {dataset_len}")
+    return n
+
+
+def calibration_indices(dataset_len: int, count: int, seed: int) -> list[int]:
+    """``count`` distinct indices drawn uniformly from ``range(dataset_len)`` with a
+    ``torch.Generator`` seeded with ``seed``, in increasing order."""
+    g = torch.Generator().manual_seed(seed)
+    return sorted(torch.randperm(dataset_len, generator=g)[:count].tolist())
+
+
+def _calibrate(model: nn.Module, run, dataset: Dataset, indices: Sequence[int],
+               batch_size: int, progress: bool, desc: str) -> float:
+    """Feed the images at ``indices`` through ``run(preprocessed_batch)``; returns seconds."""
+    from tqdm.auto import tqdm
+
+    t0 = time.perf_counter()
+    with torch.no_grad(), tqdm(total=len(indices), desc=desc, disable=not progress,
+                               unit="img", dynamic_ncols=True) as bar:
+        for start in range(0, len(indices), batch_size):
+            chunk = indices[start : start + batch_size]
+            run(model.preprocess([dataset[i][0] for i in chunk]))
+            bar.update(len(chunk))
+    return time.perf_counter() - t0
+
+
+# -- int8-ptq --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PTQConfig:
+    """Eager static post-training quantization.
+
+    ``engine``: the quantized backend the weights are packed for and the model runs with
+    (``x86`` default; ``qnnpack`` for ARM boards). ``activation_observer``: ``histogram``
+    (minimizes the L2 quantization error, slower to calibrate) or ``minmax``.
+    ``per_channel``: per-output-channel int8 weights (None: per channel except on qnnpack,
+    torch's defaults). ``reduce_range``: 7-bit activations (None: True on x86/fbgemm, as torch
+    defaults, for CPUs without VNNI). Calibration: ``calibration_images`` images if given, else
+    ``calibration_fraction`` of the train split (rounded, at least 1), drawn with ``seed``
+    (None: the context's seed), fed ``batch_size`` at a time. ``keep_float``: names of blocks
+    (:func:`sensitivity_blocks`) kept in float (mixed precision).
+    """
+
+    engine: str = "x86"
+    activation_observer: str = "histogram"
+    per_channel: bool | None = None
+    reduce_range: bool | None = None
+    calibration_fraction: float = 0.02
+    calibration_images: int | None = None
+    keep_float: tuple[str, ...] = ()
+    batch_size: int = 8
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        _check_engine_name(self.engine)
+        if self.activation_observer not in ("histogram", "minmax"):
+            raise QuantizationError(f"activation_observer must be 'histogram' or 'minmax', "
+                                    f"got {self.activation_observer!r}")
+        if not 0.0 < self.calibration_fraction <= 1.0:
+            raise QuantizationError(f"calibration_fraction must be in (0, 1], got "
+                                    f"{self.calibration_fraction!r}")
+        if self.calibration_images is not None and self.calibration_images < 1:
+            raise QuantizationError(f"calibration_images must be >= 1 or None, got "
+                                    f"{self.calibration_images!r}")
+        if self.batch_size < 1:
+            raise QuantizationError(f"batch_size must be >= 1, got {self.batch_size!r}")
+        if isinstance(self.keep_float, str):
+            raise QuantizationError("keep_float is a tuple of block names, not a string")
+        object.__setattr__(self, "keep_float", tuple(self.keep_float))
+        if len(set(self.keep_float)) != len(self.keep_float):
+            raise QuantizationError(f"keep_float names a block twice: {self.keep_float}")
+
+    @property
+    def weights_per_channel(self) -> bool:
+        return self.engine != "qnnpack" if self.per_channel is None else self.per_channel
+
+
+def quantize_static(model: nn.Module, config: PTQConfig, context: CompressContext | None = None,
+                    *, only: Sequence[str] | None = None) -> nn.Module:
+    """INT8 static post-training quantization of ``model.core`` (returns a new model).
+
+    Steps: deep copy, eval, ``fuse_model(is_qat=False)``, qconfig on ``core`` (blocks in
+    ``config.keep_float`` wrapped in :class:`FloatIsland` with no qconfig), ``prepare``,
+    calibration on ``calibration_count`` images of ``context.train_dataset`` (seeded subset),
+    ``convert`` with ``config.engine``.
+
+    ``only`` (per-block sensitivity): quantize just these blocks, each in a
+    :class:`QuantIsland`, and leave everything else float (``keep_float`` is then ignored).
+
+    The returned model carries ``quantized_engine``, ``calibration_indices`` (the train-set
+    indices used, increasing), ``calibration_seconds`` and ``keep_float``.
+
+    Raises:
+        QuantizationError: unsupported engine (lists the supported ones), no ``core`` or no
+            quantization stubs, no or empty calibration data, too many calibration images,
+            unknown block names (lists the valid ones).
+    """
+    context = context or CompressContext()
+    _check_engine(config.engine)
+    _core_of(model)
+    blocks = sensitivity_blocks(model)
+    _check_blocks(config.keep_float, blocks, "keep_float")
+    if only is not None:
+        _check_blocks(only, blocks, "only")
+    dataset = _require_data(context, "INT8 static quantization")
+    seed = context.seed if config.seed is None else config.seed
+    count = calibration_count(len(dataset), config.calibration_fraction,
+                              config.calibration_images)
+    indices = calibration_indices(len(dataset), count, seed)
+
+    out = copy.deepcopy(model).eval()
+    out.fuse_model(is_qat=False)
+    core = out.core
+    qconfig = _ao.ptq_qconfig(config.engine, activation_observer=config.activation_observer,
+                              per_channel=config.weights_per_channel,
+                              reduce_range=config.reduce_range)
+    if only is None:
+        core.qconfig = qconfig
+        for name in config.keep_float:
+            _replace(core, name, FloatIsland(core.get_submodule(name)))
+    else:
+        core.qconfig = None
+        for name in only:
+            _replace(core, name, QuantIsland(core.get_submodule(name), qconfig))
+    _skip_unused_adds(core)
+    _ao.prepare(core)
+    seconds = _calibrate(out, core, dataset, indices, config.batch_size, context.progress,
+                         "calibrate")
+    _ao.convert(core, config.engine)
+    _run_with_engine(out, core, config.engine)
+    out.calibration_indices = tuple(indices)
+    out.calibration_seconds = seconds
+    out.keep_float = tuple(config.keep_float) if only is None else tuple(
+        b for b in blocks if b not in only)
+    return out
+
+
+# -- int8-dynamic ----------------------------------------------------------------------------
+
+_DYNAMIC_TYPES: tuple[type, ...] = (nn.Linear, nn.LSTM, nn.GRU, nn.RNNCell, nn.LSTMCell,
+                                    nn.GRUCell)
+
+
+@dataclass(frozen=True)
+class DynamicConfig:
+    """Dynamic quantization (int8 weights, activations quantized per call) of the layer types
+    torch supports for it: Linear and RNN-style layers. ``engine`` as in :class:`PTQConfig`."""
+
+    engine: str = "x86"
+
+    def __post_init__(self) -> None:
+        _check_engine_name(self.engine)
+
+
+def quantize_dynamic(model: nn.Module, config: DynamicConfig,
+                     context: CompressContext | None = None) -> nn.Module:
+    """``quantize_dynamic`` of every Linear/RNN layer of the model (a new model).
+
+    Convolutions are not supported by dynamic quantization, and SSD-Lite is convolutions only:
+    on it this quantizes 0 modules and the result computes exactly as fp32. The count is
+    reported as ``model.quantized_modules``, never inflated.
+    """
+    _check_engine(config.engine)
+    out = copy.deepcopy(model).eval()
+    candidates = [n for n, m in out.named_modules() if type(m) in _DYNAMIC_TYPES]
+    out = _ao.quantize_dynamic(out, _DYNAMIC_TYPES, config.engine)
+    out.quantized_modules = sum(
+        _ao.is_quantized_module(out.get_submodule(n)) for n in candidates)
+    if out.quantized_modules and isinstance(getattr(out, "core", None), nn.Module):
+        _run_with_engine(out, out.core, config.engine)
+    elif out.quantized_modules:
+        _run_with_engine(out, out, config.engine)
+    return out
+
+
+# -- int8-qat --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class QATConfig:
+    """Quantization-aware fine-tuning, then conversion to INT8.
+
+    ``iterations`` optimizer steps of ``batch_size`` images from the train split (with SSD
+    augmentation if ``augment``), ``optimizer`` (``adamw``/``sgd``) at peak ``lr`` after
+    ``warmup_iters`` steps of linear warm-up, then cosine decay. Observers (the activation and
+    weight ranges) are frozen from step ``freeze_observers_after`` on, batch-norm statistics
+    from step ``freeze_bn_after`` on (None: never). ``engine``, ``per_channel``,
+    ``reduce_range`` as in :class:`PTQConfig`; ``seed`` None: the context's seed.
+    """
+
+    iterations: int = 150
+    batch_size: int = 16
+    optimizer: str = "adamw"
+    lr: float = 2e-4
+    weight_decay: float = 0.0
+    warmup_iters: int = 10
+    freeze_observers_after: int | None = 100
+    freeze_bn_after: int | None = 50
+    engine: str = "x86"
+    per_channel: bool | None = None
+    reduce_range: bool | None = None
+    augment: bool = True
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        _check_engine_name(self.engine)
+        if self.iterations < 1 or self.batch_size < 1:
+            raise QuantizationError("iterations and batch_size must be >= 1")
+        if self.optimizer not in ("adamw", "sgd"):
+            raise QuantizationError(f"optimizer must be 'adamw' or 'sgd', got "
+                                    f"{self.optimizer!r}")
+        if not self.lr > 0 or self.warmup_iters < 0:
+            raise QuantizationError("need lr > 0 and warmup_iters >= 0")
+        for name in ("freeze_observers_after", "freeze_bn_after"):
+            v = getattr(self, name)
+            if v is not None and v < 1:
+                raise QuantizationError(f"{name} must be >= 1 (observers need at least one "
+                                        f"step to set the ranges) or None, got {v!r}")
+
+    @property
+    def weights_per_channel(self) -> bool:
+        return self.engine != "qnnpack" if self.per_channel is None else self.per_channel
+
+
+class _FreezeHook:
+    """A :func:`navya.train.train` hook: freeze observers, then BN statistics, at given steps."""
+
+    def __init__(self, observers_after: int | None, bn_after: int | None):
+        self.observers_after, self.bn_after = observers_after, bn_after
+        self.observers_frozen_at: int | None = None
+        self.bn_frozen_at: int | None = None
+
+    def __call__(self, model: nn.Module, iteration: int) -> None:
+        if (self.observers_frozen_at is None and self.observers_after is not None
+                and iteration >= self.observers_after):
+            _ao.disable_observer(model)
+            self.observers_frozen_at = iteration
+        if self.bn_frozen_at is None and self.bn_after is not None and iteration >= self.bn_after:
+            _ao.freeze_bn_stats(model)
+            self.bn_frozen_at = iteration
+
+
+def quantize_qat(model: nn.Module, config: QATConfig,
+                 context: CompressContext | None = None) -> nn.Module:
+    """Quantization-aware fine-tuning of ``model`` on ``context.train_dataset``, then INT8.
+
+    Deep copy, train mode, ``fuse_model(is_qat=True)`` (Conv-BN kept for training, folded at
+    conversion), QAT qconfig (fake quantization with moving-average observers), ``prepare_qat``,
+    :func:`navya.train.train` with the freeze hook, eval, ``convert``. The returned model
+    carries ``quantized_engine``, ``qat_seconds``, ``qat_iterations``, ``qat_losses`` and
+    ``qat_frozen_at`` (the steps at which observers and BN statistics were frozen).
+
+    Raises:
+        QuantizationError: as :func:`quantize_static` (engine, stubs, no training data).
+    """
+    from navya.train import TrainConfig, train
+
+    context = context or CompressContext()
+    _check_engine(config.engine)
+    _core_of(model)
+    dataset = _require_data(context, "quantization-aware training")
+    seed = context.seed if config.seed is None else config.seed
+
+    out = copy.deepcopy(model).train()
+    out.fuse_model(is_qat=True)
+    core = out.core
+    core.qconfig = _ao.qat_qconfig(config.engine, per_channel=config.weights_per_channel,
+                                   reduce_range=config.reduce_range)
+    _skip_unused_adds(core)
+    _ao.prepare_qat(core)
+    per_epoch = math.ceil(len(dataset) / config.batch_size)
+    train_config = TrainConfig(
+        epochs=math.ceil(config.iterations / per_epoch), batch_size=config.batch_size,
+        optimizer=config.optimizer, lr=config.lr, weight_decay=config.weight_decay,
+        warmup_iters=config.warmup_iters, augment=config.augment, channels_last=False,
+        max_iters=config.iterations, seed=seed)
+    hook = _FreezeHook(config.freeze_observers_after, config.freeze_bn_after)
+    result = train(out, dataset, train_config, hooks=[hook], progress=context.progress,
+                   desc="int8-qat")
+    out.eval()
+    _ao.convert(core, config.engine)
+    _run_with_engine(out, core, config.engine)
+    out.qat_seconds = result.seconds
+    out.qat_iterations = result.iterations
+    out.qat_losses = tuple(result.losses)
+    out.qat_frozen_at = {"observers": hook.observers_frozen_at, "bn": hook.bn_frozen_at}
+    return out
+
+
+# -- bf16 / fp16 -----------------------------------------------------------------------------
+
+_HALF = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+class HalfCore(nn.Module):
+    """Runs a core in half precision: casts the input batch to ``dtype``, runs ``core`` (its
+    parameters and buffers in ``dtype``), returns its output tensors cast back to float32.
+
+    ``forward(x [N, 3, S, S] float)`` -> tuple of float32 tensors, as the wrapped core's.
+    """
+
+    def __init__(self, core: nn.Module, dtype: torch.dtype):
+        super().__init__()
+        self.dtype = dtype
+        self.core = core.to(dtype)
+
+    def forward(self, x: Tensor) -> tuple[Tensor, ...]:
+        out = self.core(x.to(self.dtype))
+        return tuple(t.float() for t in out)
+
+
+@dataclass(frozen=True)
+class HalfConfig:
+    """Half-precision inference: ``dtype`` is ``bf16`` or ``fp16``; ``fuse`` folds Conv-BN in
+    float32 first (fewer kernels, and the folding itself done at full precision)."""
+
+    dtype: str = "bf16"
+    fuse: bool = True
+
+    def __post_init__(self) -> None:
+        if self.dtype not in _HALF:
+            raise QuantizationError(f"dtype must be one of {', '.join(_HALF)}, got "
+                                    f"{self.dtype!r}")
+
+
+def half_precision(model: nn.Module, config: HalfConfig,
+                   context: CompressContext | None = None) -> nn.Module:
+    """A copy of ``model`` whose ``core`` runs in bf16/fp16 (:class:`HalfCore`); pre- and
+    post-processing stay float32, boxes come back float32."""
+    if not isinstance(getattr(model, "core", None), nn.Module):
+        raise QuantizationError(f"{type(model).__name__} has no `core` submodule to cast")
+    out = copy.deepcopy(model).eval()
+    if config.fuse and hasattr(out, "fuse_model"):
+        out.fuse_model(is_qat=False)
+    out.core = HalfCore(out.core, _HALF[config.dtype])
+    out.compute_dtype = _HALF[config.dtype]
+    return out
+
+
+# -- int8-pt2e -------------------------------------------------------------------------------
+
+
+def torchao_available() -> bool:
+    """Whether torchao (the home of the PT2E quantization flow) is installed."""
+    return importlib.util.find_spec("torchao") is not None
+
+
+class PT2ECore(nn.Module):
+    """A core quantized by the PT2E flow: ``reference`` is the converted graph (int8 weights,
+    explicit quantize/dequantize ops: the artifact, what ``state_dict`` and the size hold);
+    the lowered graph (oneDNN ``qconv`` ops with packed weights) is what runs.
+
+    The lowered graph is specialized to batch 1 (a batch runs image by image: the suite times
+    single images) and is not serializable (oneDNN-packed weights are opaque tensors): it is
+    not a registered submodule, and a deep copy or an unpickled copy lowers ``reference``
+    again on its first call (``lower_seconds`` records how long that took).
+    """
+
+    def __init__(self, reference: nn.Module, lowered: nn.Module | None = None,
+                 image_size: int = 320):
+        super().__init__()
+        self.reference = reference
+        self.image_size = image_size
+        self.lower_seconds = 0.0
+        object.__setattr__(self, "_lowered", lowered)
+
+    def lowered(self) -> nn.Module:
+        if self._lowered is None:
+            from torchao.quantization.pt2e.lowering import lower_pt2e_quantized_to_x86
+
+            t = time.perf_counter()
+            example = (torch.zeros(1, 3, self.image_size, self.image_size),)
+            with torch.no_grad():
+                object.__setattr__(self, "_lowered",
+                                   lower_pt2e_quantized_to_x86(self.reference, example))
+            self.lower_seconds = time.perf_counter() - t
+        return self._lowered
+
+    def train(self, mode: bool = True) -> PT2ECore:
+        # exported graphs refuse train()/eval() (NotImplementedError): there is no mode to
+        # switch (Conv-BN is folded, no dropout), so only the flag is kept
+        self.training = mode
+        return self
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state["_lowered"] = None
+        return state
+
+    def __deepcopy__(self, memo: dict) -> PT2ECore:
+        new = PT2ECore.__new__(PT2ECore)
+        memo[id(self)] = new
+        for key, value in self.__getstate__().items():
+            new.__dict__[key] = copy.deepcopy(value, memo)
+        return new
+
+    def forward(self, x: Tensor) -> tuple[Tensor, ...]:
+        run = self.lowered()
+        outs = [run(x[i : i + 1]) for i in range(x.shape[0])]
+        return tuple(torch.cat(parts, 0) for parts in zip(*outs, strict=True))
+
+
+@dataclass(frozen=True)
+class PT2EConfig:
+    """PT2E static quantization with torchao's ``X86InductorQuantizer`` (per-channel int8
+    weights, histogram-observed uint8 activations), lowered to oneDNN quantized ops with
+    ``lower_pt2e_quantized_to_x86``. Calibration as in :class:`PTQConfig`."""
+
+    calibration_fraction: float = 0.02
+    calibration_images: int | None = None
+    batch_size: int = 8
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.calibration_fraction <= 1.0:
+            raise QuantizationError(f"calibration_fraction must be in (0, 1], got "
+                                    f"{self.calibration_fraction!r}")
+        if self.calibration_images is not None and self.calibration_images < 1:
+            raise QuantizationError("calibration_images must be >= 1 or None")
+        if self.batch_size < 1:
+            raise QuantizationError("batch_size must be >= 1")
+
+
+def quantize_pt2e(model: nn.Module, config: PT2EConfig,
+                  context: CompressContext | None = None) -> nn.Module:
+    """INT8 ``core`` through ``torch.export`` + torchao PT2E + x86 lowering (a new model).
+
+    Only ``core`` is exported (post-processing has data-dependent shapes). The float core is
+    exported with a dynamic batch for calibration, ``prepare_pt2e`` inserts observers
+    (Conv-BN folded by the quantizer), calibration runs as for :func:`quantize_static`,
+    ``convert_pt2e`` produces the quantize/dequantize graph, and the lowering (re-export at
+    batch 1, freezing passes) fuses it into ``onednn.qconv*`` ops. The returned model carries
+    ``calibration_indices`` and ``pt2e_seconds`` (per step: export, prepare, calibrate, convert,
+    lower).
+
+    Raises:
+        QuantizationError: torchao is not installed, no ``core``, no calibration data.
+    """
+    if not torchao_available():
+        raise QuantizationError("int8-pt2e needs torchao (pip install torchao)")
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+    from torchao.quantization.pt2e.quantizer import x86_inductor_quantizer as xiq
+
+    context = context or CompressContext()
+    if not isinstance(getattr(model, "core", None), nn.Module):
+        raise QuantizationError(f"{type(model).__name__} has no `core` submodule to export")
+    dataset = _require_data(context, "INT8 PT2E quantization")
+    seed = context.seed if config.seed is None else config.seed
+    count = calibration_count(len(dataset), config.calibration_fraction,
+                              config.calibration_images)
+    indices = calibration_indices(len(dataset), count, seed)
+
+    out = copy.deepcopy(model).eval()
+    s = out.image_size
+    seconds: dict[str, float] = {}
+    t = time.perf_counter()
+    batch = torch.export.Dim("batch", min=1, max=1024)
+    exported = torch.export.export(out.core, (torch.zeros(2, 3, s, s),),
+                                   dynamic_shapes=({0: batch},)).module()
+    seconds["export"] = time.perf_counter() - t
+    quantizer = xiq.X86InductorQuantizer()
+    quantizer.set_global(xiq.get_default_x86_inductor_quantization_config())
+    t = time.perf_counter()
+    prepared = prepare_pt2e(exported, quantizer)
+    seconds["prepare"] = time.perf_counter() - t
+    seconds["calibrate"] = _calibrate(out, prepared, dataset, indices, config.batch_size,
+                                      context.progress, "calibrate")
+    t = time.perf_counter()
+    converted = convert_pt2e(prepared)
+    seconds["convert"] = time.perf_counter() - t
+    out.core = PT2ECore(converted, image_size=s)
+    out.core.lowered()
+    seconds["lower"] = out.core.lower_seconds
+    out.calibration_indices = tuple(indices)
+    out.pt2e_seconds = seconds
+    return out
+
+
+# -- the registry ----------------------------------------------------------------------------
+
+register(Variant(
+    "int8-ptq", quantize_static, PTQConfig(),
+    "INT8 static PTQ (x86 engine): fused Conv-BN-ReLU, per-channel weights, histogram "
+    "activations, calibrated on 2% of the train split; post-processing float",
+    ("int8",)))
+register(Variant(
+    "int8-dynamic", quantize_dynamic, DynamicConfig(),
+    "dynamic INT8 of Linear/RNN layers only: SSD-Lite has none, so 0 modules are quantized "
+    "and it runs as fp32 (model.quantized_modules reports the count)",
+    ("int8",)))
+register(Variant(
+    "int8-qat", quantize_qat, QATConfig(),
+    "INT8 after 150 steps of quantization-aware fine-tuning (batch 16, AdamW 2e-4; BN frozen "
+    "after 50 steps, observers after 100), x86 engine",
+    ("int8",)))
+register(Variant("bf16", half_precision, HalfConfig("bf16"),
+                 "core in bfloat16 (Conv-BN fused), float pre/post-processing", ("half",)))
+register(Variant("fp16", half_precision, HalfConfig("fp16"),
+                 "core in float16 (Conv-BN fused), float pre/post-processing; tagged slow: "
+                 "no native fp16 on x86 CPUs (measured 0.07x fp32 here)", ("half", "slow")))
