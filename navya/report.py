@@ -353,23 +353,35 @@ def plot_tradeoff(
         else:
             points.append((row, x, y * 100.0))
 
-    fig = Figure(figsize=(8, 5.5), dpi=110)
+    fig = Figure(figsize=(12, 6), dpi=110)
     FigureCanvasAgg(fig)  # Agg canvas for this figure only; no global backend switch
-    ax = fig.add_subplot()
+    ax = fig.add_axes((0.06, 0.1, 0.54, 0.82))
     sizes = [_num(r.get("size_mb")) for r, _, _ in points]
     largest = max((s for s in sizes if s is not None and s > 0), default=None)
+    # focus the y range on the variants near the best one; far-off ones are pinned at the
+    # bottom edge (down triangles) so that they do not squash the interesting region
+    ys = [y for _, _, y in points]
+    best = max(ys, default=0.0)
+    near = [y for y in ys if y >= best - 20.0]
+    y_lo = max(0.0, min(near, default=0.0) - 3.0)
+    y_hi = best + 2.0
     statuses: dict[str, str] = {}
-    for (row, x, y), size in zip(points, sizes, strict=True):
+    legend_lines = []
+    for i, ((row, x, y), size) in enumerate(zip(points, sizes, strict=True), start=1):
         area = (_MAX_MARKER_AREA * size / largest) if size and largest else 60.0
         status = row.get("status")
         color = _STATUS_COLORS.get(str(status).lower(), "tab:blue") if status else "tab:blue"
         if status:
             statuses.setdefault(str(status), color)
-        ax.scatter([x], [y], s=area, color=color, alpha=0.55, edgecolors="black",
+        off = y < y_lo
+        ax.scatter([x], [y_lo + 0.4 if off else y], s=area if not off else 90,
+                   marker="v" if off else "o", color=color, alpha=0.55, edgecolors="black",
                    linewidths=0.6, zorder=3)
-        label = _label(row) + (f" ({size:.2f} MB)" if size is not None else "")
-        ax.annotate(label, (x, y), xytext=(6, 6), textcoords="offset points", fontsize=8,
-                    zorder=4)
+        ax.annotate(str(i), (x, y_lo + 0.4 if off else y), ha="center", va="center",
+                    fontsize=8, fontweight="bold", zorder=4)
+        legend_lines.append(f"{i:>2}  {_label(row):<28} {y:6.2f}%  {x:6.1f} ms"
+                            + (f"  {size:6.2f} MB" if size is not None else "")
+                            + (" ▼" if off else ""))
 
     labels = {_label(r) for r, _, _ in points}
     fp32 = next((r for r, _, _ in points if _label(r) == "fp32"), None)
@@ -387,36 +399,53 @@ def plot_tradeoff(
             speedup = _budget_value(budget, "min_speedup")
             if speedup is not None and speedup > 0:
                 ceilings.setdefault(round(fp32_ms / speedup, 9), []).append(variant)
+
+        def who(names: list[str]) -> str:
+            return ", ".join(names) if len(names) <= 2 else f"{len(names)} variants"
+
         for floor, names in sorted(floors.items()):
-            ax.axhline(floor, color="tab:red", linestyle="--", linewidth=1, zorder=2)
-            ax.annotate(f"mAP floor {floor:.1f}%: {', '.join(names)}", (0.01, floor),
-                        xycoords=("axes fraction", "data"), xytext=(0, 3),
-                        textcoords="offset points", fontsize=7, color="tab:red")
+            ax.axhline(floor, color="tab:red", linestyle="--", linewidth=0.8, alpha=0.6, zorder=2)
+            ax.annotate(f"mAP floor {floor:.1f}%: {who(names)}", (0.01, floor),
+                        xycoords=("axes fraction", "data"), xytext=(0, 2),
+                        textcoords="offset points", fontsize=6.5, color="tab:red")
         for ceiling, names in sorted(ceilings.items()):
-            ax.axvline(ceiling, color="tab:purple", linestyle="--", linewidth=1, zorder=2)
-            ax.annotate(f"latency ceiling {ceiling:.1f} ms: {', '.join(names)}",
-                        (ceiling, 0.99), xycoords=("data", "axes fraction"), xytext=(3, 0),
-                        textcoords="offset points", fontsize=7, color="tab:purple",
+            ax.axvline(ceiling, color="tab:purple", linestyle="--", linewidth=0.8, alpha=0.6,
+                       zorder=2)
+            ax.annotate(f"{ceiling:.0f} ms: {who(names)}", (ceiling, 0.99),
+                        xycoords=("data", "axes fraction"), xytext=(2, 0),
+                        textcoords="offset points", fontsize=6.5, color="tab:purple",
                         rotation=90, va="top")
 
     if statuses:
         from matplotlib.lines import Line2D
 
         ax.legend(handles=[Line2D([], [], marker="o", linestyle="", color=c, label=s)
-                           for s, c in statuses.items()], title="status", fontsize=8)
+                           for s, c in statuses.items()], title="status", fontsize=8,
+                  loc="lower right")
     if not points:
         ax.text(0.5, 0.5, "no variant with both mAP and latency", transform=ax.transAxes,
                 ha="center", va="center")
+    else:
+        xs = [x for _, x, _ in points]
+        if max(xs) / max(min(xs), 1e-9) > 4:
+            from matplotlib.ticker import ScalarFormatter
+
+            ax.set_xscale("log")
+            ax.xaxis.set_major_formatter(ScalarFormatter())
+            ax.xaxis.set_minor_formatter(ScalarFormatter())
+            ax.tick_params(axis="x", which="minor", labelsize=7)
+        ax.set_ylim(y_lo, y_hi)
+    fig.text(0.62, 0.92, " #  variant                        mAP@0.5  median     size",
+             fontsize=7.5, family="monospace", va="top", fontweight="bold")
+    fig.text(0.62, 0.89, "\n".join(legend_lines), fontsize=7.5, family="monospace", va="top")
     ax.set_xlabel("median latency (ms), end to end")
     ax.set_ylabel("mAP@0.5 (%)")
-    ax.set_title("accuracy vs latency (marker area ∝ size)")
-    ax.grid(True, alpha=0.3)
-    ax.margins(0.15)
+    ax.set_title("accuracy vs latency (marker area ∝ model size)")
+    ax.grid(True, alpha=0.3, which="both")
     if skipped:
         fig.text(0.01, 0.01, "not plotted (no mAP or latency): " + ", ".join(
             _label(r) + (f" [{r['status']}]" if r.get("status") else "") for r in skipped),
             fontsize=7)
-    fig.tight_layout(rect=(0, 0.03 if skipped else 0, 1, 1))
 
     buf = io.BytesIO()
     fig.savefig(buf, format="png")

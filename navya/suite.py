@@ -544,6 +544,9 @@ class SuiteState:
             if sp is not None:
                 row.update(speedup=sp.speedup, speedup_ci_low=sp.ci_low, speedup_ci_high=sp.ci_high)
             lat = sp.b if sp is not None else self._get("latency", v)
+            if lat is None and v == REFERENCE:  # the reference, timed in the first comparison
+                lat = next((r.a for (kind, _), r in self._cache.items() if kind == "speedup"),
+                           None)
             if lat is not None:
                 row.update(latency_ms_median=lat.median_ms, fps=lat.fps)
             net = self._get("net_latency", v)
