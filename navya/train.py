@@ -191,7 +191,10 @@ def train(
     config = config or TrainConfig()
     torch.manual_seed(config.seed)
     data = _Augmented(dataset, SSDAugment() if config.augment else None, config.seed)
-    per_epoch = math.ceil(len(data) / config.batch_size)
+    # A lone image in the last batch is dropped: BatchNorm cannot train on one value per
+    # channel, which is what SSD-Lite's 1x1 extra levels give for a batch of one.
+    drop_last = len(data) > config.batch_size and len(data) % config.batch_size == 1
+    per_epoch = len(data) // config.batch_size if drop_last else math.ceil(len(data) / config.batch_size)
     total = per_epoch * config.epochs
     if config.max_iters is not None:
         total = min(total, config.max_iters)
@@ -230,7 +233,7 @@ def train(
             data.epoch = epoch
             g = torch.Generator().manual_seed(config.seed + epoch)
             loader = DataLoader(data, batch_size=config.batch_size, collate_fn=collate,
-                                sampler=RandomSampler(data, generator=g), drop_last=False)
+                                sampler=RandomSampler(data, generator=g), drop_last=drop_last)
             skip = it - epoch * per_epoch  # resume mid-epoch: skip what was done
             for b, (images, targets) in enumerate(loader):
                 if b < skip:
@@ -250,12 +253,13 @@ def train(
                 if config.grad_clip_norm:
                     nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip_norm)
                 optimizer.step()
-                result.losses.append(float(loss))
+                loss_value = float(loss.detach())  # float() of a grad tensor warns
+                result.losses.append(loss_value)
                 result.images_seen += len(images)
                 it += 1
                 bar.update(1)
-                bar.set_postfix(loss=f"{float(loss):.3f}",
-                                **{k[:4]: f"{float(v):.3f}" for k, v in losses.items()},
+                bar.set_postfix(loss=f"{loss_value:.3f}",
+                                **{k[:4]: f"{float(v.detach()):.3f}" for k, v in losses.items()},
                                 lr=f"{optimizer.param_groups[0]['lr']:.2e}", epoch=epoch)
                 if it >= total:
                     break

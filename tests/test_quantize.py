@@ -226,6 +226,7 @@ def test_mobilenet_v3_quantizes_and_runs(ctx, num_classes, images):
         assert q(images[:1])[0]["boxes"].dtype == torch.float32
 
 
+@pytest.mark.filterwarnings("ignore:TypedStorage is deprecated:UserWarning")
 def test_int8_model_pickles_whole(int8, x):
     """A whole pickled INT8 model (what the RSS worker loads) runs once repaired."""
     buf = io.BytesIO()
