@@ -64,7 +64,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "navya_budget: a budget check of a compression variant")
-    config.stash[STATE_KEY] = SuiteState(config)
+    state = SuiteState(config)
+    config.stash[STATE_KEY] = state
+    if config.getoption("navya_variants") is not None:
+        state.selected_variants()  # an unknown name is a usage error before collection
 
 
 def _thread_counts(spec: str) -> list[int]:

@@ -106,10 +106,6 @@ def test_evaluate_prints_a_per_class_table_and_map(data_dir, checkpoint):
     assert rows["mAP"][1] == ("nan" if math.isnan(recorded) else f"{recorded:.4f}")
 
 
-# navya.data.voc's message for a missing VOC folder lists every place it looked, one per line,
-# and navya.cli prints it whole: a five-line error. Fix there (print the first line, or join the
-# candidates on one line), then remove this mark (strict: an unexpected pass fails the run).
-@pytest.mark.xfail(reason="the missing-VOC-folder error spans several lines", strict=True)
 @pytest.mark.parametrize("command", ["train", "evaluate"])
 def test_missing_data_dir_is_a_one_line_error(tmp_path, checkpoint, command):
     missing = tmp_path / "no-such-data"

@@ -500,6 +500,9 @@ def test_torch_ao_deprecation_is_filtered_exactly_and_locally():
 
 
 @pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason="int8-pt2e (export + X86InductorQuantizer + lowering) "
+                   "returns all-zero class logits on torch 2.14.1 here; not registered as a "
+                   "variant until fixed (strict: passing again fails the run)")
 def test_pt2e_quantizes_lowers_and_runs(model, ctx, x, images):
     pytest.importorskip("torchao")
     q = checked(Q.quantize_pt2e, model, Q.PT2EConfig(calibration_images=2), ctx)

@@ -482,11 +482,11 @@ def resolve_voc_dir(root: str | os.PathLike[str], year: str | int = "2007") -> P
     for cand in candidates:
         if (cand / "Annotations").is_dir():
             return cand
-    looked = "\n  ".join(str(c / "Annotations") for c in candidates)
-    msg = f"no Pascal VOC {year} folder under {root}; looked for:\n  {looked}"
+    looked = ", ".join(str(c / "Annotations") for c in candidates)
+    msg = f"no Pascal VOC {year} folder under {root}; looked for: {looked}"
     found = sorted(str(p) for d in (root, root / "VOCdevkit") if d.is_dir() for p in d.glob("VOC*"))
     if found:
-        msg += "\nfound instead: " + ", ".join(found) + " (check `year`)"
+        msg += "; found instead: " + ", ".join(found) + " (check `year`)"
     raise VOCFormatError(msg)
 
 
