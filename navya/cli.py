@@ -10,8 +10,7 @@ import contextlib
 import json
 import sys
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
 
 DEFAULT_CHECKPOINT = Path(__file__).parent / "checkpoints" / "ssdlite_mobilenet_v2.pt"
@@ -115,65 +114,12 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 # -- measure ---------------------------------------------------------------------------------
 
-# Warnings torch.ao emits while quantizing (exact message starts); ignored inside the plain
-# INT8 block only, never globally.
-_AO_WARNINGS = (
-    (r"torch\.ao\.quantization is deprecated", DeprecationWarning),
-    (r"torch\.quantize_per_tensor, torch\.quantize_per_channel and other quantized tensor "
-     r"creation functions", UserWarning),
-    (r"Please use quant_min and quant_max to specify the range for observers", UserWarning),
-    # FloatFunctional adds of blocks without a residual are never called, so never observed
-    (r"must run observer before calling calculate_qparams", UserWarning),
-)
-_CALIBRATION_IMAGES = 32
-
-
-@contextmanager
-def _quantized_engine(engine: str) -> Iterator[None]:
-    """``torch.backends.quantized.engine = engine`` for the block, restored afterwards."""
-    import torch
-
-    previous = torch.backends.quantized.engine
-    torch.backends.quantized.engine = engine
-    try:
-        yield
-    finally:
-        torch.backends.quantized.engine = previous
-
-
-def _plain_static_int8(model, calibration_images: Sequence):
-    """Eager static INT8 (x86) of a copy of ``model``: fuse, default qconfig, prepare,
-    calibrate on ``calibration_images`` (one at a time), convert. Used by ``measure --int8``
-    when no ``int8-ptq`` variant is registered."""
-    import copy
-    import warnings
-
-    import torch
-    from torch.ao.quantization import convert, get_default_qconfig, prepare
-
-    q = copy.deepcopy(model).eval()
-    with _quantized_engine("x86"), warnings.catch_warnings():
-        for message, category in _AO_WARNINGS:
-            warnings.filterwarnings("ignore", message=message, category=category)
-        q.fuse_model(is_qat=False)
-        q.core.qconfig = get_default_qconfig("x86")
-        prepare(q.core, inplace=True)
-        with torch.inference_mode():
-            for image in calibration_images:
-                q([image])
-        convert(q.core, inplace=True)
-    return q
-
-
 def _int8_model(model, data: str, class_names):
-    from navya.compress.variants import CompressContext, apply_variant, variant_names
+    """``measure --int8``: the registered ``int8-ptq`` variant, calibrated on the train split."""
+    from navya.compress.variants import CompressContext, apply_variant
 
     train = _load_dataset(data, "train", class_names=class_names)
-    if "int8-ptq" in variant_names():
-        return apply_variant("int8-ptq", model, CompressContext(train_dataset=train,
-                                                                progress=True))
-    n = min(_CALIBRATION_IMAGES, len(train))
-    return _plain_static_int8(model, [train[i][0] for i in range(n)])
+    return apply_variant("int8-ptq", model, CompressContext(train_dataset=train, progress=True))
 
 
 def _print_row(row: dict) -> None:
@@ -209,7 +155,9 @@ def _measure(args: argparse.Namespace) -> int:
     engine = contextlib.nullcontext()
     if args.int8:
         model = _int8_model(model, args.data, dataset.class_names)
-        engine = _quantized_engine(getattr(model, "quantized_engine", "x86"))
+        from navya.compress._ao import quantized_engine
+
+        engine = quantized_engine(getattr(model, "quantized_engine", "x86"))
     with engine:
         result = measure(model, dataset, name=name, threads=args.threads,
                          batch_size=args.batch_size, eval_images=args.eval_images,

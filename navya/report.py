@@ -17,11 +17,11 @@ import csv
 import io
 import math
 import os
-import tempfile
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from navya._io import atomic_write_bytes
 from navya.metrics.measure import _FIELD_TYPES, ROW_FIELDS, Measurement, _parse_value
 
 __all__ = [
@@ -90,21 +90,6 @@ def _folder_lock(folder: Path) -> Iterator[None]:
         os.close(fd)
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to a temporary file next to ``path``, fsync, then ``os.replace``."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
 def _read_header(path: Path, text: str) -> list[str]:
     try:
         header = next(csv.reader(io.StringIO(text)), None)
@@ -171,7 +156,7 @@ def append_csv(path: str | os.PathLike, measurements: Iterable[Row]) -> None:
             writer.writerow(header)
         for row in rows:
             writer.writerow([_cell(c, row[c]) for c in header])
-        _atomic_write(path, (existing + buf.getvalue()).encode("utf-8"))
+        atomic_write_bytes(path, (existing + buf.getvalue()).encode("utf-8"))
 
 
 def _typed(column: str, value: str) -> Any:
@@ -450,5 +435,5 @@ def plot_tradeoff(
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
     path.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_write(path, buf.getvalue())
+    atomic_write_bytes(path, buf.getvalue())
     return path

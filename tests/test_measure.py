@@ -64,9 +64,12 @@ def fp32_measurement(fp32, val) -> Measurement:
 
 @pytest.fixture(scope="module")
 def int8(fp32, val):
-    from navya.cli import _plain_static_int8
+    from navya.compress.quantize import PTQConfig, quantize_static
+    from navya.compress.variants import CompressContext
 
-    return _plain_static_int8(fp32, [val[0][0]])  # one image: convert dominates the cost
+    # one calibration image, min-max observers: convert dominates the cost of this fixture
+    config = PTQConfig(calibration_images=1, activation_observer="minmax")
+    return quantize_static(fp32, config, CompressContext(train_dataset=val))
 
 
 @pytest.fixture(scope="module")

@@ -26,15 +26,14 @@ import dataclasses
 import io
 import math
 import os
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 from torch import nn
 from torch.utils.data import Dataset
 
+from navya._io import atomic_write_bytes
 from navya.compress.prune import (
     PruningError,
     StructuredConfig,
@@ -196,22 +195,6 @@ def sweep(model: nn.Module, eval_dataset: Dataset, *, method: str, ratios: Seque
 # -- output --------------------------------------------------------------------------------------
 
 
-def _atomic_write_bytes(data: bytes, path: str | os.PathLike) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def _pct(x: float, digits: int = 2) -> str:
     return "" if x is None or math.isnan(x) else f"{100.0 * x:.{digits}f}"
 
@@ -232,7 +215,7 @@ def write_sweep_csv(rows: Sequence[SweepRow], path: str | os.PathLike) -> None:
                     "" if math.isnan(row.drop_points) else f"{row.drop_points:.2f}",
                     _pct(row.sparsity), row.params, row.macs, row.effective_macs,
                     *(_pct(row.ap_per_class.get(c, math.nan)) for c in classes)])
-    _atomic_write_bytes(buf.getvalue().encode(), path)
+    atomic_write_bytes(path, buf.getvalue().encode())
 
 
 def plot_sweep(rows: Sequence[SweepRow], path: str | os.PathLike, *,
@@ -263,7 +246,7 @@ def plot_sweep(rows: Sequence[SweepRow], path: str | os.PathLike, *,
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
-    _atomic_write_bytes(buf.getvalue(), path)
+    atomic_write_bytes(path, buf.getvalue())
 
 
 def rows_as_dicts(rows: Sequence[SweepRow]) -> list[dict]:

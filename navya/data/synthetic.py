@@ -48,7 +48,6 @@ import hashlib
 import json
 import math
 import os
-import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -56,6 +55,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
+from navya._io import atomic_write_text
 from navya.data.voc import Annotation, write_annotation
 
 SYNTHETIC_CLASSES: tuple[str, ...] = (
@@ -431,13 +431,6 @@ def _write_one(args) -> tuple[str, str, int, int]:
     return image_id, h.hexdigest(), len(labels), int(difficult.sum())
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
 def generate(
     out: str | os.PathLike,
     config: SyntheticConfig | None = None,
@@ -493,9 +486,9 @@ def generate(
     if "train" in split_text or "val" in split_text:
         split_text["trainval"] = split_text.get("train", "") + split_text.get("val", "")
     for split, text in split_text.items():
-        _atomic_write_text(voc_dir / "ImageSets" / "Main" / f"{split}.txt", text)
+        atomic_write_text(voc_dir / "ImageSets" / "Main" / f"{split}.txt", text)
         digest.update(f"{split}:{text}".encode())
-    _atomic_write_text(voc_dir / "classes.txt", "".join(f"{c}\n" for c in SYNTHETIC_CLASSES))
+    atomic_write_text(voc_dir / "classes.txt", "".join(f"{c}\n" for c in SYNTHETIC_CLASSES))
     digest.update("\n".join(SYNTHETIC_CLASSES).encode())
     fingerprint = digest.hexdigest()
     meta = {
@@ -507,7 +500,7 @@ def generate(
         "num_objects": num_objects,
         "fingerprint": fingerprint,
     }
-    _atomic_write_text(voc_dir / "navya_synthetic.json", json.dumps(meta, indent=2) + "\n")
+    atomic_write_text(voc_dir / "navya_synthetic.json", json.dumps(meta, indent=2) + "\n")
     return SyntheticInfo(voc_dir, fingerprint, counts, num_objects, config)
 
 

@@ -14,8 +14,8 @@ temporary file in the same folder, fsync, then ``os.replace``.
 from __future__ import annotations
 
 import hashlib
+import io
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from navya._io import atomic_write_bytes
 from navya.models.ssdlite import SSDLite, build_model
 
 FORMAT = "navya-checkpoint"
@@ -48,20 +49,10 @@ class Checkpoint:
 
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
-    """``torch.save`` to a temporary file next to ``path``, fsync, then rename over it."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    """``torch.save`` to memory, then an atomic write (:mod:`navya._io`) over ``path``."""
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    atomic_write_bytes(path, buf.getvalue())
 
 
 def sha256_file(path: str | os.PathLike) -> str:
