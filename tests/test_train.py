@@ -18,6 +18,17 @@ from navya.train import SSDAugment, TrainConfig, lr_at, train
 SIZE = 128
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Train on one thread, restored after: the losses checked below were measured that way
+    (the same numbers on any core count), and two OpenMP threads on a busy 2-core machine stall
+    each other for seconds per step."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory) -> VOCDataset:
     root = tmp_path_factory.mktemp("synth")
