@@ -588,21 +588,9 @@ def load_pruned(path: str | os.PathLike):
     """Load a checkpoint written by :func:`save_pruned` (or a plain one): rebuild the base
     model, reshape it to the recorded layout, load the weights. Returns ``(model in eval mode,
     Checkpoint)``; ``model.pruning_info`` is restored when it was saved."""
-    from navya.models.checkpoint import CheckpointError, load_into, read_checkpoint
-    from navya.models.ssdlite import build_model
+    from navya.models.checkpoint import load_checkpoint
 
-    ckpt = read_checkpoint(path)
-    try:
-        model = build_model(ckpt.arch, ckpt.num_classes, **ckpt.model_config)
-    except (KeyError, ValueError, TypeError) as exc:
-        raise CheckpointError(f"{ckpt.path}: cannot rebuild the model it describes: {exc}") from exc
-    shapes = ckpt.meta.get("pruned_shapes")
-    if shapes:
-        try:
-            apply_pruned_shapes(model, shapes)
-        except PruningError as exc:
-            raise CheckpointError(f"{ckpt.path}: {exc}") from exc
-    load_into(model, ckpt)
+    model, ckpt = load_checkpoint(path)
     if "pruning" in ckpt.meta:
         model.pruning_info = dict(ckpt.meta["pruning"])
     return model.eval(), ckpt

@@ -146,8 +146,11 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[SSDLite, Checkpoint]:
         raise CheckpointError(f"{ckpt.path}: cannot rebuild the model it describes: {exc}") from exc
     shapes = ckpt.meta.get("pruned_shapes")
     if shapes:  # a structurally pruned model: give the fresh layers the recorded shapes first
-        from navya.compress.prune import apply_pruned_shapes
+        from navya.compress.prune import PruningError, apply_pruned_shapes
 
-        apply_pruned_shapes(model, shapes)
+        try:
+            apply_pruned_shapes(model, shapes)
+        except PruningError as exc:
+            raise CheckpointError(f"{ckpt.path}: {exc}") from exc
     load_into(model, ckpt)
     return model.eval(), ckpt
