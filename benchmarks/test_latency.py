@@ -8,7 +8,7 @@ from navya.metrics.latency import num_threads
 
 
 def test_latency(benchmark, variant, threads, navya_suite):
-    model = navya_suite.model(variant)
+    model = navya_suite.timed_model(variant, threads)  # first called at this thread count
     images = navya_suite.latency_images
     benchmark.group = f"latency threads={threads}"
     benchmark.extra_info.update(navya_suite.deterministic_figures(variant))

@@ -105,12 +105,15 @@ def navya_suite(pytestconfig: pytest.Config) -> SuiteState:
 def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: dict) -> None:
     import torch
 
+    from navya.metrics.latency import steady_allocator
+
     machine_info["navya"] = {
         "torch_version": torch.__version__,
         "torch_threads": torch.get_num_threads(),
         "quantized_engine": torch.backends.quantized.engine,
         "navya_threads": config.getoption("navya_threads"),
         "cpu_count": os.cpu_count(),
+        "allocator": steady_allocator(),
     }
 
 
@@ -360,6 +363,25 @@ class SuiteState:
 
         return self._cached("model", variant, build)
 
+    def timed_model(self, variant: str, threads: int):
+        """The copy of ``variant``'s model that is timed at ``threads`` intra-op threads.
+
+        A fresh :func:`~navya.metrics.latency.timing_copy` whose first call runs at
+        ``threads`` (eager INT8 kernels are built for the thread count of their first call;
+        the model in :meth:`model` was evaluated with all cores), one per thread count.
+        """
+        import torch
+
+        from navya.metrics.latency import num_threads, timing_copy
+
+        def build():
+            m = timing_copy(self.model(variant))
+            with num_threads(threads), torch.inference_mode():
+                m(self.latency_images)
+            return m
+
+        return self._cached(f"timed_model@{threads}", variant, build)
+
     def evaluation(self, variant: str):
         from navya.metrics.evaluate import evaluate_model
         from navya.metrics.latency import num_threads
@@ -397,7 +419,8 @@ class SuiteState:
         from navya.metrics.latency import compare_latency
 
         def run():
-            ref, m, imgs = self.reference, self.model(variant), self.latency_images
+            ref, m = self.timed_model(REFERENCE, 1), self.timed_model(variant, 1)
+            imgs = self.latency_images
             return compare_latency(lambda: ref(imgs), lambda: m(imgs), threads=1,
                                    rounds=self.rounds, warmup=5)
 
@@ -409,7 +432,7 @@ class SuiteState:
 
         if ("speedup", variant) in self._cache:
             return self._cache[("speedup", variant)].b
-        m, imgs = self.model(variant), self.latency_images
+        m, imgs = self.timed_model(variant, 1), self.latency_images
         return self._cached("latency", variant,
                             lambda: measure_latency(lambda: m(imgs), threads=1,
                                                     rounds=self.rounds, warmup=5))
@@ -418,7 +441,7 @@ class SuiteState:
         from navya.metrics.latency import measure_latency
 
         def run():
-            m = self.model(variant)
+            m = self.timed_model(variant, 1)
             x = m.preprocess(self.latency_images)
             return measure_latency(lambda: m.core(x), threads=1, rounds=self.rounds, warmup=5)
 

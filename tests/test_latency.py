@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+
 import pytest
 import torch
 
@@ -115,3 +119,50 @@ def test_invalid_arguments_raise(kwargs: dict) -> None:
 def test_num_threads_rejects_nonpositive() -> None:
     with pytest.raises(ValueError), num_threads(0):
         pass
+
+
+_FAULTS_SCRIPT = r"""
+import json, resource, sys
+import torch
+from navya.metrics.latency import steady_allocator
+
+if sys.argv[1] == "steady":
+    state, again = steady_allocator(), steady_allocator()
+else:
+    state = again = None
+numel = (8 << 20) // 4
+
+
+def forward_like():  # four 8 MB blocks alive at once, then all freed, as in a forward pass
+    live = [torch.ones(numel) for _ in range(4)]
+    return sum(float(t[0]) for t in live)
+
+
+for _ in range(3):
+    forward_like()
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for _ in range(10):
+    forward_like()
+faults = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 10
+print(json.dumps({"state": state, "again": again, "faults_per_call": faults,
+                  "pages_per_call": 4 * numel * 4 // resource.getpagesize()}))
+"""
+
+
+def _faults(mode: str) -> dict:
+    out = subprocess.run([sys.executable, "-c", _FAULTS_SCRIPT, mode], capture_output=True,
+                         text=True, timeout=120, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc mallopt: Linux only")
+def test_steady_allocator_stops_per_call_page_faults() -> None:
+    """glibc's default thresholds return a forward pass's freed activations to the OS and fault
+    every page back in on the next call; after steady_allocator() they stay in the heap. In
+    subprocesses: the setting is process-wide and permanent."""
+    plain, steady = _faults("plain"), _faults("steady")
+    assert steady["state"]["allocator"].startswith("glibc"), steady
+    assert steady["state"]["mmap_threshold_bytes"] == 32 * 1024 * 1024
+    assert steady["again"] == steady["state"]
+    assert plain["faults_per_call"] > plain["pages_per_call"] / 2, plain
+    assert steady["faults_per_call"] < steady["pages_per_call"] / 100, steady

@@ -316,6 +316,26 @@ def test_int8_model_runs_with_its_engine_and_restores_it(int8_other_engine, x):
     assert torch.backends.quantized.engine == before
 
 
+@pytest.mark.parametrize("which", ["int8", "int8_other_engine"])
+def test_timing_copy_is_a_fresh_equal_int8_model(which, request, x):
+    """The suite times a never-run copy (INT8 kernels are built for the thread count of their
+    first call): same outputs, its own packed weights, the same engine, the global engine
+    untouched."""
+    from navya.metrics.latency import timing_copy
+
+    q = request.getfixturevalue(which)
+    before = torch.backends.quantized.engine
+    c = timing_copy(q)
+    assert c is not q and not c.training and c.quantized_engine == q.quantized_engine
+    assert torch.backends.quantized.engine == before
+    conv_q, conv_c = q.core.extras[0][0][0], c.core.extras[0][0][0]
+    assert conv_c._packed_params is not conv_q._packed_params  # re-packed: fresh kernels
+    assert torch.equal(conv_c.weight().int_repr(), conv_q.weight().int_repr())
+    with torch.no_grad():
+        for a, b in zip(q.core(x), c.core(x), strict=True):
+            assert torch.equal(a, b)
+
+
 def test_qnnpack_weights_are_per_tensor_by_default(int8_other_engine, int8):
     conv = int8.core.extras[0][0][0]
     assert conv.weight().qscheme() == torch.per_channel_affine

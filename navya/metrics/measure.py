@@ -73,7 +73,8 @@ class Measurement:
         latency_rounds: timed calls behind each latency figure.
         threads: intra-op threads of the latency and memory measurements.
         batch_size: images per inference call.
-        quantized_engine: ``torch.backends.quantized.engine`` during the measurement.
+        quantized_engine: the engine an INT8 model runs with (``model.quantized_engine``), else
+            ``torch.backends.quantized.engine`` during the measurement.
         torch_version, cpu_model, git_commit (None outside a git checkout), timestamp
             (UTC, ISO 8601): where the figures come from.
         ap_per_class: AP per class name (all-point), in class order.
@@ -279,7 +280,7 @@ def measure(
         ValueError: invalid arguments, or fewer than ``batch_size`` images in the data set.
     """
     from navya.metrics.evaluate import evaluate_model
-    from navya.metrics.latency import measure_latency, num_threads
+    from navya.metrics.latency import measure_latency, num_threads, timing_copy
     from navya.metrics.memory import peak_alloc_mb, subprocess_peak_rss_mb
     from navya.metrics.model_stats import count_macs, param_stats, serialized_size
 
@@ -318,12 +319,15 @@ def measure(
             bar.update()
 
             bar.set_postfix_str(f"latency ({threads} thread{'s' * (threads > 1)})")
-            e2e = measure_latency(lambda: model(images), threads=threads, warmup=warmup,
+            # a never-run copy: its first call (the warm-up) is at the timing thread count
+            timed = timing_copy(model)
+            e2e = measure_latency(lambda: timed(images), threads=threads, warmup=warmup,
                                   rounds=latency_rounds)
             bar.update()
             bar.set_postfix_str("network latency")
-            net = measure_latency(lambda: model.core(x), threads=threads, warmup=warmup,
+            net = measure_latency(lambda: timed.core(x), threads=threads, warmup=warmup,
                                   rounds=latency_rounds)
+            del timed
             bar.update()
 
             bar.set_postfix_str("peak memory (memray)")
@@ -366,7 +370,8 @@ def measure(
         latency_rounds=latency_rounds,
         threads=threads,
         batch_size=batch_size,
-        quantized_engine=str(torch.backends.quantized.engine),
+        quantized_engine=str(getattr(model, "quantized_engine", None)
+                             or torch.backends.quantized.engine),
         torch_version=str(torch.__version__),
         cpu_model=cpu_model(),
         git_commit=git_commit(),
