@@ -262,3 +262,41 @@ def test_fuse_model_for_qat_keeps_batch_norm_trainable(model):
     targets = [{"boxes": torch.tensor([[10.0, 10.0, 70.0, 80.0]]), "labels": torch.tensor([2])}] * 2
     losses = m(_images((SIZE, SIZE), (SIZE, SIZE)), targets)
     assert all(torch.isfinite(v) for v in losses.values())
+
+
+def _reference_postprocess(m: SSDLite, reg: torch.Tensor, logits: torch.Tensor):
+    """The plain SSD post-processing, written as directly as possible (decode every anchor,
+    per class: threshold, top-k, NMS; merge by score): what SSDLite.postprocess must equal."""
+    from torchvision.ops import clip_boxes_to_image, nms
+
+    s = m.image_size
+    boxes = clip_boxes_to_image(m.box_coder.decode_single(reg, m.anchors), (s, s))
+    scores = torch.softmax(logits, dim=-1)
+    found = []
+    for c in range(1, logits.shape[-1]):
+        sc = scores[:, c]
+        idx = torch.nonzero(sc > m.score_thresh).squeeze(1)
+        for i in nms(boxes[idx], sc[idx], m.nms_thresh):
+            found.append((float(sc[idx[i]]), c, boxes[idx[i]]))
+    found.sort(key=lambda f: -f[0])
+    return found[: m.detections_per_img]
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_postprocess_equals_the_plain_per_class_reference(model, seed):
+    """The fast post-processing (class-major softmax, only candidates decoded) returns the same
+    detections as the textbook one, on random logits spread enough that NMS has work to do
+    (few enough candidates that top-k does not cut)."""
+    m = copy.deepcopy(model).eval()
+    g = torch.Generator().manual_seed(seed)
+    a = m.anchors.shape[0]
+    reg = torch.randn(a, 4, generator=g)
+    logits = torch.randn(a, NUM_CLASSES, generator=g) * 3
+    candidates = int((torch.softmax(logits, -1)[:, 1:] > m.score_thresh).sum())
+    assert candidates <= m.topk_candidates
+    (det,) = m.postprocess(reg[None], logits[None], [(SIZE, SIZE)])
+    ref = _reference_postprocess(m, reg, logits)
+    assert 5 < len(ref) and det["scores"].numel() == len(ref)
+    torch.testing.assert_close(det["scores"], torch.tensor([f[0] for f in ref]))
+    assert det["labels"].tolist() == [f[1] for f in ref]
+    torch.testing.assert_close(det["boxes"], torch.stack([f[2] for f in ref]))

