@@ -1,4 +1,4 @@
-"""The ``navya`` command: ``data synth``, ``train``, ``evaluate``, ``measure``.
+"""The ``navya`` command: data synth, train, evaluate, measure, sweep, sensitivity.
 
 Argument parsing happens only in :func:`main`; nothing runs at import time.
 """
@@ -208,6 +208,56 @@ def _sweep(args: argparse.Namespace) -> int:
     return 0
 
 
+def _sensitivity(args: argparse.Namespace) -> int:
+    import math
+
+    import torch
+
+    from navya.compress.quantize import PTQConfig, sensitivity_blocks
+    from navya.compress.sensitivity import (
+        keep_most_sensitive,
+        layer_sensitivity,
+        plot_sensitivity,
+        write_sensitivity_csv,
+    )
+    from navya.models import load_checkpoint
+
+    # a bad engine, observer or image count fails here, before any work
+    config = PTQConfig(engine=args.engine, activation_observer=args.observer,
+                       calibration_images=args.calibration_images)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    model, ckpt = load_checkpoint(args.checkpoint)
+    valid = sensitivity_blocks(model)
+    blocks = None
+    if args.blocks is not None:
+        blocks = list(dict.fromkeys(b.strip() for b in args.blocks.split(",") if b.strip()))
+        if not blocks:
+            raise CLIError(f"--blocks names no block; valid blocks: {', '.join(valid)}")
+    count = len(valid if blocks is None else blocks)
+    if args.keep is not None and not 0 <= args.keep <= count:
+        raise CLIError(f"--keep {args.keep}: must be between 0 and the {count} analysed blocks")
+    val = _load_dataset(args.data, args.split, class_names=ckpt.class_names or None,
+                        limit=args.eval_images)
+    calib = _load_dataset(args.data, args.calibration_split, class_names=val.class_names)
+    # layer_sensitivity checks the block names (the error lists the valid ones)
+    rows = layer_sensitivity(model, val, calib, blocks=blocks, config=config, progress=True)
+    width = max(len("block"), *(len(r.block) for r in rows))
+    print(f"fp32 mAP {100 * rows[0].map_fp32:.2f}% on {len(val)} {args.split} images; "
+          f"{args.observer} observers, {args.engine} engine")
+    print(f"{'rank':>4}  {'block':<{width}}  {'drop':>7}  {'mAP %':>7}")
+    for rank, r in enumerate(rows, 1):
+        drop = "nan" if math.isnan(r.drop_points) else f"{r.drop_points:.2f}"
+        print(f"{rank:>4}  {r.block:<{width}}  {drop:>7}  {100 * r.map_quant_block_only:>7.2f}")
+    out = Path(args.out)
+    csv_path = write_sensitivity_csv(rows, out / "sensitivity.csv")
+    png_path = plot_sensitivity(rows, out / "sensitivity.png")
+    print(f"wrote {csv_path} and {png_path}")
+    if args.keep is not None:
+        print(f"PTQConfig(keep_float={keep_most_sensitive(rows, args.keep)!r})")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="navya", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -290,6 +340,31 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--threads", type=int, default=None)
     w.add_argument("--out", default="sweep", help="writes <out>.csv and <out>.png")
     w.set_defaults(func=_sweep)
+
+    n = sub.add_parser("sensitivity", help="per-block INT8 sensitivity: the mAP drop of "
+                                           "quantizing each block alone (CSV table and plot)")
+    n.add_argument("--checkpoint", default=str(DEFAULT_CHECKPOINT))
+    n.add_argument("--data", required=True, help="VOC root (folder holding VOCdevkit/)")
+    n.add_argument("--split", default="val", help="evaluation split")
+    n.add_argument("--calibration-split", default="train", help="calibration split")
+    n.add_argument("--eval-images", type=int, default=200, metavar="N",
+                   help="score mAP on the first N images of the split (default: 200)")
+    n.add_argument("--calibration-images", type=int, default=None, metavar="N",
+                   help="calibrate each one-block model on N images (default: 2%% of the "
+                        "calibration split)")
+    n.add_argument("--observer", default="minmax", choices=["histogram", "minmax"],
+                   help="activation observer (minmax calibrates much faster)")
+    n.add_argument("--engine", default="x86", help="quantized engine (x86, qnnpack, ...)")
+    n.add_argument("--blocks", default=None,
+                   help="comma-separated block names to analyse (default: all)")
+    n.add_argument("--threads", type=int, default=None)
+    n.add_argument("--keep", type=int, default=None, metavar="K",
+                   help="also print the PTQConfig(keep_float=...) of the K most sensitive "
+                        "blocks")
+    n.add_argument("--out", default="sensitivity", metavar="DIR",
+                   help="folder to write sensitivity.csv and sensitivity.png into "
+                        "(default: sensitivity)")
+    n.set_defaults(func=_sensitivity)
     return p
 
 

@@ -22,26 +22,6 @@ def _peak_rss_bytes() -> int:
     return int(peak) if sys.platform == "darwin" else int(peak) * 1024
 
 
-def _repair_unpickled(module) -> None:
-    """Make unpickled eager-quantized modules runnable again.
-
-    ``torch.ao.nn.quantized`` convolutions pickle through their own ``__getstate__`` /
-    ``__setstate__``, and unpickling never runs ``nn.Module.__init__`` for them (their
-    ``__deepcopy__`` does), so they come back without ``_modules``, the hook dicts, etc.
-    Running ``nn.Module.__init__`` and then putting the unpickled state back adds exactly the
-    missing internals.
-    """
-    import torch
-
-    if "_modules" not in module.__dict__:
-        state = dict(module.__dict__)
-        torch.nn.Module.__init__(module)
-        module.__dict__.update(state)
-    for child in module._modules.values():
-        if child is not None:
-            _repair_unpickled(child)
-
-
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 4:
@@ -51,6 +31,8 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
+    from navya.compress._ao import repair_unpickled  # imports only torch, already loaded
+
     torch.set_num_threads(threads)
     engine = os.environ.get("NAVYA_QUANTIZED_ENGINE")
     if engine:
@@ -59,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     # process a moment ago (a whole pickled module cannot be loaded with weights_only=True).
     model = torch.load(model_path, weights_only=False)
     inputs = torch.load(inputs_path, weights_only=False)
-    _repair_unpickled(model)
+    repair_unpickled(model)  # whole pickled INT8 modules lack nn.Module internals
     with torch.inference_mode():
         for _ in range(runs):
             model(*inputs)

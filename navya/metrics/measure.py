@@ -327,7 +327,6 @@ def measure(
             bar.set_postfix_str("network latency")
             net = measure_latency(lambda: timed.core(x), threads=threads, warmup=warmup,
                                   rounds=latency_rounds)
-            del timed
             bar.update()
 
             bar.set_postfix_str("peak memory (memray)")
