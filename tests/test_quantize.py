@@ -199,14 +199,14 @@ def test_int8_detections_match_fp32(model, int8, images):
 
 
 def test_int8_size_ratio(ctx, num_classes):
-    """fp32 / INT8 serialized size on a width-1.0 model. Per-tensor weights: > 3.5 (4 at
-    most). Per-channel weights (the default) store a float64 scale and an int64 zero point
+    """fp32 / INT8 serialized size on a width-1.0 model. Per-tensor weights (the default):
+    > 3.5 (4 at most). Per-channel weights store a float64 scale and an int64 zero point
     per output channel, 16 bytes each: about 12% more bytes at width 1.0 (ratio ~3.45)."""
     m = tiny(num_classes, width=1.0)
     fp32 = serialized_size(m).size_bytes
     cfg = dict(calibration_images=1, activation_observer="minmax")
-    per_tensor = Q.quantize_static(m, Q.PTQConfig(per_channel=False, **cfg), ctx)
-    per_channel = Q.quantize_static(m, Q.PTQConfig(**cfg), ctx)
+    per_tensor = Q.quantize_static(m, Q.PTQConfig(**cfg), ctx)
+    per_channel = Q.quantize_static(m, Q.PTQConfig(per_channel=True, **cfg), ctx)
     ratio_per_tensor = fp32 / serialized_size(per_tensor).size_bytes
     ratio_per_channel = fp32 / serialized_size(per_channel).size_bytes
     assert 3.5 < ratio_per_tensor <= 4.0
@@ -336,12 +336,11 @@ def test_timing_copy_is_a_fresh_equal_int8_model(which, request, x):
             assert torch.equal(a, b)
 
 
-def test_qnnpack_weights_are_per_tensor_by_default(int8_other_engine, int8):
-    conv = int8.core.extras[0][0][0]
-    assert conv.weight().qscheme() == torch.per_channel_affine
-    if int8_other_engine.quantized_engine == "qnnpack":
-        conv = int8_other_engine.core.extras[0][0][0]
-        assert conv.weight().qscheme() in (torch.per_tensor_affine, torch.per_tensor_symmetric)
+def test_weights_are_per_tensor_by_default_and_per_channel_on_request(int8, model, ctx):
+    per_tensor = (torch.per_tensor_affine, torch.per_tensor_symmetric)
+    assert int8.core.extras[0][0][0].weight().qscheme() in per_tensor
+    q = Q.quantize_static(model, Q.PTQConfig(per_channel=True, **CALIB), ctx)
+    assert q.core.extras[0][0][0].weight().qscheme() == torch.per_channel_affine
 
 
 # -- errors ------------------------------------------------------------------------------------
