@@ -2,8 +2,8 @@
 
 Variants registered here (the suite's defaults, see :func:`_register`)::
 
-    prune-l1-unstructured-{10,30}       L1 magnitude, conv weights, per layer, no fine-tune
-    prune-random-unstructured-{10,30}   random (seeded), conv weights, per layer, no fine-tune
+    prune-l1-unstructured-{10,30}       L1 magnitude, dense conv weights, global, no fine-tune
+    prune-random-unstructured-{10,30}   random (seeded), dense conv weights, no fine-tune
     prune-l1-structured-30              30% of the channels removed (torch-pruning), fine-tuned
     prune-l1-structured-30-long         the same with a longer fine-tune (tag "slow")
     prune-l1-structured-30-int8         prune-l1-structured-30, then the ``int8-ptq`` variant
@@ -171,7 +171,7 @@ def head_output_names(model: nn.Module) -> list[str]:
 
 _UNSTRUCTURED_METHODS = ("l1", "random")
 _SCOPES = ("layer", "global")
-_LAYER_SETS = ("conv", "all")
+_LAYER_SETS = ("dense-conv", "conv", "all")
 
 
 @dataclass(frozen=True)
@@ -179,25 +179,30 @@ class UnstructuredConfig:
     """Unstructured (weight-level) pruning.
 
     Attributes:
-        amount: fraction of the selected weights set to zero, in ``[0, 1)``; per layer
-            (``scope="layer"``: each layer loses ``round(amount * numel)`` weights) or over all
-            selected weights together (``scope="global"``: ``round(amount * total)``).
+        amount: fraction of the selected weights set to zero, in ``[0, 1)``; over all
+            selected weights together (``scope="global"``: ``round(amount * total)``) or per
+            layer (``scope="layer"``: each layer loses ``round(amount * numel)`` weights).
         method: ``"l1"`` (smallest absolute values) or ``"random"`` (seeded by ``seed``).
-        scope: ``"layer"`` (default: every layer equally sparse; a global magnitude ranking
-            across layers compares weights whose scale BatchNorm absorbs) or ``"global"``.
-        layers: ``"conv"`` (weights of every Conv2d, the default: the study found pruning every
-            layer hurt), ``"all"`` (every ``weight`` parameter: conv, linear and BatchNorm
-            scales), or a tuple of module names (as in ``model.named_modules()``, e.g.
-            ``"core.extras.0.0.0"``) to prune exactly those.
+        scope: ``"global"`` (default) or ``"layer"``.
+        layers: ``"dense-conv"`` (the default: every Conv2d except depthwise/grouped ones),
+            ``"conv"`` (every Conv2d), ``"all"`` (every ``weight`` parameter: conv, linear and
+            BatchNorm scales), or a tuple of module names (as in ``model.named_modules()``,
+            e.g. ``"core.extras.0.0.0"``) to prune exactly those.
         exclude_head_outputs: leave the final prediction convolutions of the heads dense (only
-            with ``layers="conv"`` / ``"all"``; explicit names are used as given).
+            with the named sets; explicit names are used as given).
         seed: seeds ``method="random"`` (the global RNG is restored afterwards).
+
+    The defaults are measured (shipped checkpoint, 500 val images, L1 at 30%, no fine-tune):
+    mAP drop 0.34 points with ``global`` over ``dense-conv``; 2.16 with ``global`` over every
+    conv; 2.48 per ``layer`` over ``dense-conv``; 4.54 per ``layer`` over every conv. A
+    depthwise 3x3 filter has 9 weights, so each zero removes 11% of a filter; and per-layer
+    ranking cuts the layers whose weights matter most as deeply as the others.
     """
 
     amount: float
     method: str = "l1"
-    scope: str = "layer"
-    layers: str | tuple[str, ...] = "conv"
+    scope: str = "global"
+    layers: str | tuple[str, ...] = "dense-conv"
     exclude_head_outputs: bool = True
     seed: int = 0
 
@@ -233,7 +238,8 @@ def _unstructured_targets(model: nn.Module, config: UnstructuredConfig) -> list[
     for name, m in model.named_modules():
         if name in skip or not isinstance(getattr(m, "weight", None), nn.Parameter):
             continue
-        if config.layers == "all" or isinstance(m, nn.Conv2d):
+        if config.layers == "all" or (isinstance(m, nn.Conv2d) and (
+                config.layers == "conv" or m.groups == 1)):
             out.append((name, m))
     if not out:
         raise PruningError(f"no layer to prune with layers={config.layers!r}")
@@ -608,8 +614,8 @@ def _register() -> None:
             register(Variant(
                 f"prune-{method}-unstructured-{p}", prune_unstructured,
                 UnstructuredConfig(amount=p / 100, method=method),
-                f"{p}% of each conv layer's weights zeroed ({method}), masks removed, "
-                "no fine-tune", ("pruned", "unstructured")))
+                f"{p}% of the dense (not depthwise) conv weights zeroed ({method}, global "
+                "ranking), masks removed, no fine-tune", ("pruned", "unstructured")))
     for p in SUITE_STRUCTURED_PCTS:
         base = StructuredConfig(ratio=p / 100)
         register(Variant(
