@@ -170,6 +170,40 @@ class _Augmented(Dataset):
         return self.augment(img, target, g)
 
 
+def distillation_losses(student: tuple[Tensor, Tensor], teacher: tuple[Tensor, Tensor],
+                        temperature: float = 1.0) -> dict[str, Tensor]:
+    """Knowledge-distillation losses of an SSD student against its teacher, on every anchor.
+
+    ``student`` / ``teacher``: ``(bbox_regression [N, A, 4], cls_logits [N, A, K])`` of the same
+    batch. ``kd_cls``: KL(teacher || student) of the class distributions at temperature
+    ``temperature`` (times T^2), summed over anchors; ``kd_reg``: smooth-L1 between the box
+    regressions, each anchor weighted by the teacher's foreground probability. Both are divided
+    by the teacher's expected number of foreground anchors (at least 1), the normalization the
+    SSD loss uses for matched anchors, so they sit on the same scale as the detection losses.
+    """
+    s_reg, s_logits = (t.float() for t in student)
+    t_reg, t_logits = (t.float().detach() for t in teacher)
+    t_prob = torch.softmax(t_logits, dim=-1)
+    fg = 1.0 - t_prob[..., 0]  # [N, A]
+    norm = fg.sum().clamp_min(1.0)
+    log_s = torch.log_softmax(s_logits / temperature, dim=-1)
+    log_t = torch.log_softmax(t_logits / temperature, dim=-1)
+    kl = (log_t.exp() * (log_t - log_s)).sum(-1) * temperature ** 2
+    reg = nn.functional.smooth_l1_loss(s_reg, t_reg, reduction="none").sum(-1)
+    return {"kd_cls": kl.sum() / norm, "kd_reg": (reg * fg).sum() / norm}
+
+
+class _CoreCapture:
+    """Forward hook on ``model.core``: keeps the last input batch and outputs (distillation)."""
+
+    def __init__(self) -> None:
+        self.x: Tensor | None = None
+        self.out: tuple[Tensor, Tensor] | None = None
+
+    def __call__(self, module: nn.Module, args, output) -> None:
+        self.x, self.out = args[0], output
+
+
 def train(
     model: nn.Module,
     dataset: Dataset,
@@ -180,8 +214,15 @@ def train(
     hooks: Sequence[Hook] = (),
     progress: bool = True,
     desc: str = "train",
+    teacher: nn.Module | None = None,
+    distill_weight: float = 1.0,
 ) -> TrainResult:
     """Train ``model`` in place on ``dataset`` (items ``(image [3,H,W] in [0,1], target)``).
+
+    ``teacher``: a detector with the same anchors and classes (e.g. the model before pruning);
+    if given, ``distill_weight`` times :func:`distillation_losses` of the student's core
+    outputs against the teacher's, on the same (augmented, pre-processed) batch, is added to
+    the detection loss. The teacher runs in eval mode without gradients and is not changed.
 
     Returns the per-iteration losses and timing. The model is left in eval mode, in its
     original memory format.
@@ -223,6 +264,13 @@ def train(
         if hasattr(model, "memory_format"):
             model.memory_format = torch.channels_last
     model.train()
+    capture = _CoreCapture()
+    handle = model.core.register_forward_hook(capture) if teacher is not None else None
+    if teacher is not None:
+        if not distill_weight > 0:
+            raise ValueError(f"distill_weight must be > 0, got {distill_weight!r}")
+        teacher_was_training = teacher.training
+        teacher.eval()
     t0 = time.perf_counter()
     it = start_it
     bar = tqdm(total=total, initial=start_it, desc=desc, disable=not progress, unit="it",
@@ -244,6 +292,11 @@ def train(
                     group["lr"] = lr_at(config, it, total)
                 with torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.amp == "bf16"):
                     losses = model(images, targets)
+                    if teacher is not None:
+                        with torch.no_grad():
+                            t_out = teacher.core(capture.x)
+                        kd = distillation_losses(capture.out, t_out)
+                        losses.update({k: distill_weight * v for k, v in kd.items()})
                 loss = sum(losses.values())
                 if not torch.isfinite(loss):
                     raise FloatingPointError(f"loss became {loss.item()} at iteration {it}; "
@@ -269,6 +322,9 @@ def train(
                                    "config": asdict(config)}, state_path)
     finally:
         bar.close()
+        if handle is not None:
+            handle.remove()
+            teacher.train(teacher_was_training)
         model.to(memory_format=torch.contiguous_format)
         if hasattr(model, "memory_format"):
             model.memory_format = memory_format

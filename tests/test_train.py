@@ -252,3 +252,61 @@ def test_augment_is_reproducible_from_the_generator():
     assert torch.equal(a[0], b[0])
     assert all(torch.equal(a[1][k], b[1][k]) for k in a[1])
     assert a[1]["difficult"].tolist() == [False] * len(a[1]["labels"])  # default flags
+
+
+# -- distillation ----------------------------------------------------------------------------
+
+
+def _outputs(n: int = 2, a: int = 50, k: int = 4, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, a, 4, generator=g), torch.randn(n, a, k, generator=g) * 3
+
+
+def test_distillation_losses_vanish_for_the_teacher_itself_and_grow_with_the_gap():
+    from navya.train import distillation_losses
+
+    teacher = _outputs()
+    same = distillation_losses(teacher, teacher)
+    assert float(same["kd_cls"]) == pytest.approx(0.0, abs=1e-6)
+    assert float(same["kd_reg"]) == 0.0
+    near = distillation_losses(tuple(t + 0.1 for t in teacher), teacher)
+    far = distillation_losses(tuple(t + 1.0 for t in (teacher[0], teacher[1] * 2)), teacher)
+    assert 0 < float(near["kd_reg"]) < float(far["kd_reg"])
+    assert 0 < float(far["kd_cls"])
+
+
+def test_distillation_ignores_boxes_where_the_teacher_sees_background():
+    from navya.train import distillation_losses
+
+    reg, logits = _outputs()
+    logits[:, :, 0] = 50.0  # the teacher is sure every anchor is background
+    student = (reg + 5.0, logits)
+    assert float(distillation_losses(student, (reg, logits))["kd_reg"]) < 1e-6
+
+
+def test_distilled_training_pulls_the_student_towards_the_teacher(dataset):
+    """A student trained only a few steps with a teacher (its own starting point, perturbed)
+    gets closer to the teacher's outputs than the same student trained without one; the
+    teacher is left unchanged and in its mode."""
+    import copy
+
+    from navya.train import distillation_losses
+
+    teacher = tiny_model(dataset, seed=1)
+    images = [dataset[i][0] for i in range(4)]
+    config = TrainConfig(epochs=10, batch_size=4, lr=3e-3, warmup_iters=1, max_iters=12,
+                         augment=False, seed=0)
+    before = copy.deepcopy(teacher.state_dict())
+    gaps = {}
+    for name, kwargs in (("plain", {}), ("distilled", {"teacher": teacher, "distill_weight": 5.0})):
+        student = tiny_model(dataset, seed=0)
+        train(student, dataset, config, progress=False, **kwargs)
+        with torch.no_grad():
+            x = student.preprocess(images)
+            kd = distillation_losses(student.core(x), teacher.eval().core(x))
+        gaps[name] = float(kd["kd_cls"])
+        teacher.train()
+    assert gaps["distilled"] < gaps["plain"], gaps
+    assert all(torch.equal(v, teacher.state_dict()[k]) for k, v in before.items()
+               if not k.endswith("num_batches_tracked"))
+    assert teacher.training

@@ -303,6 +303,9 @@ class StructuredConfig:
         finetune_lr: peak learning rate of the fine-tune (AdamW, warm-up then cosine).
         finetune_batch_size: images per fine-tune iteration.
         finetune_warmup_iters: linear warm-up iterations of the fine-tune.
+        distill: fine-tune with knowledge distillation from the unpruned model
+            (:func:`navya.train.distillation_losses` added to the detection loss, weight
+            ``distill_weight``).
         seed: seeds the fine-tune (data order, augmentation).
     """
 
@@ -314,6 +317,8 @@ class StructuredConfig:
     finetune_lr: float = 1e-3
     finetune_batch_size: int = 16
     finetune_warmup_iters: int = 20
+    distill: bool = False
+    distill_weight: float = 1.0
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -331,6 +336,8 @@ class StructuredConfig:
                                "finetune_warmup_iters >= 0")
         if not self.finetune_lr > 0:
             raise PruningError(f"finetune_lr must be > 0, got {self.finetune_lr!r}")
+        if not self.distill_weight > 0:
+            raise PruningError(f"distill_weight must be > 0, got {self.distill_weight!r}")
 
 
 def _nearest_pruner_class():
@@ -402,10 +409,11 @@ def structured_prune_(model: nn.Module, ratio: float, *, round_to: int | None = 
     return {k: sorted(set(v)) for k, v in removed.items()}
 
 
-def finetune(model: nn.Module, dataset, config: StructuredConfig, *, progress: bool = False):
+def finetune(model: nn.Module, dataset, config: StructuredConfig, *, progress: bool = False,
+             teacher: nn.Module | None = None):
     """Recovery fine-tune of a pruned detector in place with :func:`navya.train.train`
-    (``config.finetune_iters`` iterations, AdamW, warm-up then cosine). Returns the
-    :class:`~navya.train.TrainResult`."""
+    (``config.finetune_iters`` iterations, AdamW, warm-up then cosine), distilled from
+    ``teacher`` if given. Returns the :class:`~navya.train.TrainResult`."""
     from navya.train import TrainConfig, train
 
     per_epoch = max(1, math.ceil(len(dataset) / config.finetune_batch_size))
@@ -415,7 +423,8 @@ def finetune(model: nn.Module, dataset, config: StructuredConfig, *, progress: b
         warmup_iters=min(config.finetune_warmup_iters, config.finetune_iters // 2),
         max_iters=config.finetune_iters, seed=config.seed,
     )
-    return train(model, dataset, tc, progress=progress, desc="prune fine-tune")
+    return train(model, dataset, tc, progress=progress, desc="prune fine-tune",
+                 teacher=teacher, distill_weight=config.distill_weight)
 
 
 def _fingerprint(model: nn.Module) -> str:
@@ -472,10 +481,13 @@ def prune_structured(model: nn.Module, config: StructuredConfig,
                 "CompressContext (train_dataset is None or empty); accuracy will be far below "
                 "the fine-tuned variant's", FinetuneSkippedWarning, stacklevel=2)
         else:
-            result = finetune(out, dataset, config, progress=context.progress)
+            teacher = None
+            if config.distill:
+                teacher = copy.deepcopy(model).eval().to(memory_format=torch.channels_last)
+            result = finetune(out, dataset, config, progress=context.progress, teacher=teacher)
             losses = result.losses
             info.update(finetuned=True, finetune_iters=result.iterations,
-                        finetune_seconds=round(result.seconds, 2),
+                        finetune_seconds=round(result.seconds, 2), distilled=config.distill,
                         finetune_loss_first=losses[0] if losses else None,
                         finetune_loss_last=losses[-1] if losses else None)
     out.eval()
