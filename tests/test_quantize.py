@@ -405,6 +405,13 @@ def test_ptq_config_is_validated(kwargs):
         Q.PTQConfig(**kwargs)
 
 
+@pytest.mark.parametrize("kwargs", [dict(distill_weight=0.0), dict(iterations=0),
+                                    dict(freeze_bn_after=0), dict(optimizer="lamb")])
+def test_qat_config_is_validated(kwargs):
+    with pytest.raises(Q.QuantizationError):
+        Q.QATConfig(**kwargs)
+
+
 # -- mixed precision ---------------------------------------------------------------------------
 
 
@@ -467,10 +474,11 @@ def test_dynamic_reports_zero_modules_on_ssdlite_and_counts_linears(model, x):
     assert q2(torch.randn(3, 8)).shape == (3, 2)
 
 
-def test_qat_fine_tunes_a_few_iterations_and_converts(ctx, num_classes, images):
+@pytest.mark.parametrize("distill", [False, True])
+def test_qat_fine_tunes_a_few_iterations_and_converts(ctx, num_classes, images, distill):
     m = tiny(num_classes)
     cfg = Q.QATConfig(iterations=3, batch_size=4, freeze_observers_after=1, freeze_bn_after=2,
-                      augment=False)
+                      augment=False, distill=distill)
     q = checked(Q.quantize_qat, m, cfg, ctx)
     assert q.qat_iterations == 3 and len(q.qat_losses) == 3
     assert all(0 < loss < float("inf") for loss in q.qat_losses)

@@ -441,7 +441,9 @@ class QATConfig:
     augmentation if ``augment``), ``optimizer`` (``adamw``/``sgd``) at peak ``lr`` after
     ``warmup_iters`` steps of linear warm-up, then cosine decay. Observers (the activation and
     weight ranges) are frozen from step ``freeze_observers_after`` on, batch-norm statistics
-    from step ``freeze_bn_after`` on (None: never). ``engine``, ``per_channel``,
+    from step ``freeze_bn_after`` on (None: never). ``distill``: add ``distill_weight`` times
+    :func:`navya.train.distillation_losses` against the float model being quantized (its
+    outputs on the same batch) to the detection loss. ``engine``, ``per_channel``,
     ``reduce_range`` as in :class:`PTQConfig`; ``seed`` None: the context's seed.
     """
 
@@ -457,10 +459,14 @@ class QATConfig:
     per_channel: bool = False
     reduce_range: bool | None = None
     augment: bool = True
+    distill: bool = False
+    distill_weight: float = 1.0
     seed: int | None = None
 
     def __post_init__(self) -> None:
         _check_engine_name(self.engine)
+        if not self.distill_weight > 0:
+            raise QuantizationError(f"distill_weight must be > 0, got {self.distill_weight!r}")
         if self.iterations < 1 or self.batch_size < 1:
             raise QuantizationError("iterations and batch_size must be >= 1")
         if self.optimizer not in ("adamw", "sgd"):
@@ -528,8 +534,9 @@ def quantize_qat(model: nn.Module, config: QATConfig,
         warmup_iters=config.warmup_iters, augment=config.augment, channels_last=False,
         max_iters=config.iterations, seed=seed)
     hook = _FreezeHook(config.freeze_observers_after, config.freeze_bn_after)
+    teacher = copy.deepcopy(model).eval() if config.distill else None
     result = train(out, dataset, train_config, hooks=[hook], progress=context.progress,
-                   desc="int8-qat")
+                   desc="int8-qat", teacher=teacher, distill_weight=config.distill_weight)
     out.eval()
     _ao.convert(core, config.engine)
     _run_with_engine(out, core, config.engine)
