@@ -273,6 +273,29 @@ def test_finetune_lowers_the_loss(data):
     assert not model.training
 
 
+@pytest.mark.parametrize("distill", [True, False])
+def test_structured_fine_tune_distills_from_the_unpruned_model(model, data, monkeypatch, distill):
+    """By default the recovery fine-tune gets the unpruned input model (a copy, in eval mode)
+    as its teacher; distill=False trains on the detection loss alone."""
+    seen = {}
+    real = P.finetune
+
+    def spy(pruned, dataset, config, **kwargs):
+        seen["teacher"] = kwargs.get("teacher")
+        return real(pruned, dataset, config, **kwargs)
+
+    monkeypatch.setattr(P, "finetune", spy)
+    config = P.StructuredConfig(0.3, finetune_iters=1, finetune_batch_size=2, distill=distill)
+    out = P.prune_structured(model, config, CompressContext(train_dataset=data))
+    assert out.pruning_info["distilled"] is distill
+    teacher = seen["teacher"]
+    if not distill:
+        assert teacher is None
+        return
+    assert teacher is not model and not teacher.training
+    assert state_equal(teacher, model)  # the unpruned weights, untouched by the fine-tune
+
+
 def test_structured_variant_finetunes_once_and_caches(model, data, monkeypatch):
     calls = []
     real = P.finetune
