@@ -765,8 +765,11 @@ register(Variant(
     ("int8",)))
 register(Variant(
     "int8-qat", quantize_qat,
-    QATConfig(iterations=50, warmup_iters=5, freeze_bn_after=20, freeze_observers_after=35),
-    "INT8 after 50 steps of quantization-aware fine-tuning (batch 16, AdamW 2e-4; BN frozen "
+    # lr measured on the shipped checkpoint (500 val, per-tensor weights): 2e-4 lost 0.73 pts,
+    # 2e-4 with distillation 0.85, 5e-5 0.58; int8-ptq alone loses 0.08
+    QATConfig(iterations=50, lr=5e-5, warmup_iters=5, freeze_bn_after=20,
+              freeze_observers_after=35),
+    "INT8 after 50 steps of quantization-aware fine-tuning (batch 16, AdamW 5e-5; BN frozen "
     "after 20 steps, observers after 35), x86 engine; sized for the suite's time limit "
     "(a QAT step costs ~3.3 s here)",
     ("int8",)))
