@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 import torch
 from torch import nn
@@ -64,6 +66,19 @@ def test_subprocess_rss_exceeds_the_model_state() -> None:
 
     assert isinstance(rss, float)
     assert rss > serialized_size(net).size_mb > 0
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="fork/exec RSS inheritance")
+def test_subprocess_rss_is_the_childs_not_the_parents() -> None:
+    """With 1.5 GB resident in the parent, a tiny model's worker must report far less: on
+    Linux a forked child inherits its parent's ru_maxrss across exec (the suite once reported
+    6,474 MB for every variant)."""
+    big = torch.ones(1_500_000_000 // 4)  # 1.5 GB, touched
+    try:
+        rss = subprocess_peak_rss_mb(_net(), (torch.randn(1, 3, 32, 32),), runs=1)
+    finally:
+        del big
+    assert rss < 1_200, rss
 
 
 def test_subprocess_failure_reports_the_worker_stderr() -> None:
