@@ -157,12 +157,15 @@ def _faults(mode: str) -> dict:
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc mallopt: Linux only")
 def test_steady_allocator_stops_per_call_page_faults() -> None:
-    """glibc's default thresholds return a forward pass's freed activations to the OS and fault
-    every page back in on the next call; after steady_allocator() they stay in the heap. In
-    subprocesses: the setting is process-wide and permanent."""
-    plain, steady = _faults("plain"), _faults("steady")
-    assert steady["state"]["allocator"].startswith("glibc"), steady
-    assert steady["state"]["mmap_threshold_bytes"] == 32 * 1024 * 1024
-    assert steady["again"] == steady["state"]
-    assert plain["faults_per_call"] > plain["pages_per_call"] / 2, plain
-    assert steady["faults_per_call"] < steady["pages_per_call"] / 100, steady
+    """After steady_allocator(), a forward pass's freed activations stay in the heap: no page
+    faults on the next call, in every process. With glibc's defaults the same pattern faulted
+    every page back in (8,160 of 8,192 a call) in about half the processes and not at all in
+    the others (measured over 10 runs here: the heap's placement decides), which is why timing
+    pins it; so the unpinned control cannot be asserted, and the pinned case is checked in
+    several fresh processes (a broken pin would pass all four about one time in sixteen)."""
+    for _ in range(4):
+        steady = _faults("steady")
+        assert steady["state"]["allocator"].startswith("glibc"), steady
+        assert steady["state"]["mmap_threshold_bytes"] == 32 * 1024 * 1024
+        assert steady["again"] == steady["state"]
+        assert steady["faults_per_call"] < steady["pages_per_call"] / 100, steady
