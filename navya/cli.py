@@ -258,6 +258,13 @@ def _sensitivity(args: argparse.Namespace) -> int:
     return 0
 
 
+def _checkpoint_and_data(parser: argparse.ArgumentParser, split_help: str) -> None:
+    """The options every command that scores a checkpoint on a VOC split shares."""
+    parser.add_argument("--checkpoint", default=str(DEFAULT_CHECKPOINT))
+    parser.add_argument("--data", required=True, help="VOC root (folder holding VOCdevkit/)")
+    parser.add_argument("--split", default="val", help=split_help)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="navya", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -297,9 +304,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.set_defaults(func=_train)
 
     e = sub.add_parser("evaluate", help="VOC mAP and per-class AP of a checkpoint")
-    e.add_argument("--checkpoint", default=str(DEFAULT_CHECKPOINT))
-    e.add_argument("--data", required=True)
-    e.add_argument("--split", default="val")
+    _checkpoint_and_data(e, "split to score")
     e.add_argument("--limit", type=int, default=None)
     e.add_argument("--batch-size", type=int, default=8)
     e.add_argument("--json", action="store_true", help="also print the result as JSON")
@@ -307,9 +312,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     m = sub.add_parser("measure", help="measure one checkpoint: accuracy, MACs, size, memory, "
                                        "latency (one row)")
-    m.add_argument("--checkpoint", default=str(DEFAULT_CHECKPOINT))
-    m.add_argument("--data", required=True, help="VOC root (folder holding VOCdevkit/)")
-    m.add_argument("--split", default="val", help="split to score and time on")
+    _checkpoint_and_data(m, "split to score and time on")
     m.add_argument("--threads", type=int, default=1, help="intra-op threads for latency")
     m.add_argument("--batch-size", type=int, default=1, help="images per timed call")
     m.add_argument("--eval-images", type=int, default=None,
@@ -324,9 +327,7 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--markdown", default=None, help="write a Markdown table of the row here")
     m.set_defaults(func=_measure)
     w = sub.add_parser("sweep", help="mAP against pruning ratio (CSV table and plot)")
-    w.add_argument("--checkpoint", default=str(DEFAULT_CHECKPOINT))
-    w.add_argument("--data", required=True, help="VOC root (folder holding VOCdevkit/)")
-    w.add_argument("--split", default="val", help="evaluation split")
+    _checkpoint_and_data(w, "evaluation split")
     w.add_argument("--train-split", default="train",
                    help="fine-tune split for l1-structured ('' for none)")
     w.add_argument("--method", default="l1-unstructured",
@@ -343,9 +344,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     n = sub.add_parser("sensitivity", help="per-block INT8 sensitivity: the mAP drop of "
                                            "quantizing each block alone (CSV table and plot)")
-    n.add_argument("--checkpoint", default=str(DEFAULT_CHECKPOINT))
-    n.add_argument("--data", required=True, help="VOC root (folder holding VOCdevkit/)")
-    n.add_argument("--split", default="val", help="evaluation split")
+    _checkpoint_and_data(n, "evaluation split")
     n.add_argument("--calibration-split", default="train", help="calibration split")
     n.add_argument("--eval-images", type=int, default=200, metavar="N",
                    help="score mAP on the first N images of the split (default: 200)")

@@ -126,10 +126,7 @@ import json, resource, sys
 import torch
 from navya.metrics.latency import steady_allocator
 
-if sys.argv[1] == "steady":
-    state, again = steady_allocator(), steady_allocator()
-else:
-    state = again = None
+state, again = steady_allocator(), steady_allocator()
 numel = (8 << 20) // 4
 
 
@@ -149,8 +146,8 @@ print(json.dumps({"state": state, "again": again, "faults_per_call": faults,
 """
 
 
-def _faults(mode: str) -> dict:
-    out = subprocess.run([sys.executable, "-c", _FAULTS_SCRIPT, mode], capture_output=True,
+def _faults() -> dict:
+    out = subprocess.run([sys.executable, "-c", _FAULTS_SCRIPT], capture_output=True,
                          text=True, timeout=120, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -164,7 +161,7 @@ def test_steady_allocator_stops_per_call_page_faults() -> None:
     pins it; so the unpinned control cannot be asserted, and the pinned case is checked in
     several fresh processes (a broken pin would pass all four about one time in sixteen)."""
     for _ in range(4):
-        steady = _faults("steady")
+        steady = _faults()
         assert steady["state"]["allocator"].startswith("glibc"), steady
         assert steady["state"]["mmap_threshold_bytes"] == 32 * 1024 * 1024
         assert steady["again"] == steady["state"]

@@ -25,13 +25,7 @@ def tiny(num_classes: int = NUM_CLASSES, seed: int = 0):
                        image_size=SIZE).eval()
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One intra-op thread (tiny models; a shared 2-core machine), restored afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread_per_module")
 
 
 @pytest.fixture(scope="module")

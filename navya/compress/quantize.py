@@ -266,6 +266,14 @@ def calibration_indices(dataset_len: int, count: int, seed: int) -> list[int]:
     return sorted(torch.randperm(dataset_len, generator=g)[:count].tolist())
 
 
+def _calibration_plan(dataset_len: int, config, context: CompressContext) -> list[int]:
+    """The calibration indices a PTQ/PT2E ``config`` asks for: its image count or fraction of
+    the data set, drawn with its seed (None: the context's)."""
+    seed = context.seed if config.seed is None else config.seed
+    count = calibration_count(dataset_len, config.calibration_fraction, config.calibration_images)
+    return calibration_indices(dataset_len, count, seed)
+
+
 def _calibrate(model: nn.Module, run, dataset: Dataset, indices: Sequence[int],
                batch_size: int, progress: bool, desc: str) -> float:
     """Feed the images at ``indices`` through ``run(preprocessed_batch)``; returns seconds."""
@@ -295,7 +303,8 @@ class PTQConfig:
     default, by measurement on the shipped checkpoint (500 val images, 60 calibration images,
     histogram observers): per-tensor lost 0.08 mAP points at a size ratio of 3.89, per-channel
     lost 0.39 points at 3.43 (torch serializes a float64 scale and an int64 zero point per
-    channel: 16 bytes beside the 9 int8 weights of a depthwise 3x3 channel). ``reduce_range``: 7-bit activations (None: True on x86/fbgemm, as torch
+    channel: 16 bytes beside the 9 int8 weights of a depthwise 3x3 channel).
+    ``reduce_range``: 7-bit activations (None: True on x86/fbgemm, as torch
     defaults, for CPUs without VNNI). Calibration: ``calibration_images`` images if given, else
     ``calibration_fraction`` of the train split (rounded, at least 1), drawn with ``seed``
     (None: the context's seed), fed ``batch_size`` at a time. ``keep_float``: names of blocks
@@ -360,10 +369,7 @@ def quantize_static(model: nn.Module, config: PTQConfig, context: CompressContex
     if only is not None:
         _check_blocks(only, blocks, "only")
     dataset = _require_data(context, "INT8 static quantization")
-    seed = context.seed if config.seed is None else config.seed
-    count = calibration_count(len(dataset), config.calibration_fraction,
-                              config.calibration_images)
-    indices = calibration_indices(len(dataset), count, seed)
+    indices = _calibration_plan(len(dataset), config, context)
 
     out = copy.deepcopy(model).eval()
     out.fuse_model(is_qat=False)
@@ -716,10 +722,7 @@ def quantize_pt2e(model: nn.Module, config: PT2EConfig,
     if not isinstance(getattr(model, "core", None), nn.Module):
         raise QuantizationError(f"{type(model).__name__} has no `core` submodule to export")
     dataset = _require_data(context, "INT8 PT2E quantization")
-    seed = context.seed if config.seed is None else config.seed
-    count = calibration_count(len(dataset), config.calibration_fraction,
-                              config.calibration_images)
-    indices = calibration_indices(len(dataset), count, seed)
+    indices = _calibration_plan(len(dataset), config, context)
 
     out = copy.deepcopy(model).eval()
     s = out.image_size
