@@ -1,25 +1,27 @@
 """pytest-benchmark latency of every variant (end to end, post-processing included), at each
 thread count of --navya-threads. History and regressions: --benchmark-autosave and
-``pytest-benchmark compare`` / --benchmark-compare-fail=median:20%."""
+``pytest-benchmark compare``."""
 
 import torch
 
-from navya.metrics.latency import num_threads
+from navya.runtime import num_threads
 
 
 def test_latency(benchmark, variant, threads, navya_suite):
-    model = navya_suite.timed_model(variant, threads)  # first called at this thread count
-    images = navya_suite.latency_images
+    bench = navya_suite.bench
+    model = bench.timed_model(variant, threads)  # first called at this thread count
+    images = bench.images
     benchmark.group = f"latency threads={threads}"
-    benchmark.extra_info.update(navya_suite.deterministic_figures(variant))
+    benchmark.extra_info.update(bench.deterministic_figures(variant))
+    benchmark.extra_info["config"] = bench.config_dict(variant)
     benchmark.extra_info["threads"] = threads
     with num_threads(threads), torch.inference_mode():
-        benchmark.pedantic(model, args=(images,), rounds=navya_suite.rounds, warmup_rounds=5,
+        benchmark.pedantic(model, args=(images,), rounds=bench.settings.rounds, warmup_rounds=5,
                            iterations=1)
 
 
 def test_network_latency(variant, navya_suite, record_property):
     """Network-only time (no pre/post-processing), threads=1, reported beside end to end."""
-    stats = navya_suite.net_latency(variant)
+    stats = navya_suite.bench.net_latency(variant)
     record_property("net_latency_ms_median", stats.median_ms)
     assert stats.median_ms > 0

@@ -6,5 +6,5 @@ pytestmark = pytest.mark.navya_budget
 
 
 def test_peak_memory(variant, navya_suite, record_property):
-    record_property("rss_mb", navya_suite.rss_mb(variant))
-    navya_suite.check(variant, "max_peak_mem_mb", lambda: navya_suite.peak_mem_mb(variant))
+    record_property("rss_mb", navya_suite.bench.rss_mb(variant))
+    navya_suite.check(variant, "max_peak_mem_mb")

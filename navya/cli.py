@@ -6,17 +6,17 @@ Argument parsing happens only in :func:`main`; nothing runs at import time.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
-DEFAULT_CHECKPOINT = Path(__file__).parent / "checkpoints" / "ssdlite_mobilenet_v2.pt"
+from navya.errors import NavyaError
+from navya.models.checkpoint import DEFAULT_CHECKPOINT
 
 
-class CLIError(Exception):
+class CLIError(NavyaError):
     """An error to print as one line and exit 2."""
 
 
@@ -114,14 +114,6 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 # -- measure ---------------------------------------------------------------------------------
 
-def _int8_model(model, data: str, class_names):
-    """``measure --int8``: the registered ``int8-ptq`` variant, calibrated on the train split."""
-    from navya.compress.variants import CompressContext, apply_variant
-
-    train = _load_dataset(data, "train", class_names=class_names)
-    return apply_variant("int8-ptq", model, CompressContext(train_dataset=train, progress=True))
-
-
 def _print_row(row: dict) -> None:
     width = max(len(k) for k in row)
     for key, value in row.items():
@@ -133,9 +125,12 @@ def _print_row(row: dict) -> None:
 
 
 def _measure(args: argparse.Namespace) -> int:
+    """One complete measurement row of the checkpoint (fp32), or of its ``int8-ptq`` variant
+    (``--int8``, calibrated on the train split), through the engine the suite uses."""
+    import dataclasses
+
     from navya._io import atomic_write_text
-    from navya.metrics.measure import measure
-    from navya.models import load_checkpoint
+    from navya.bench import Bench, BenchSettings, load_workload
     from navya.report import append_csv, markdown_table
 
     path = Path(args.checkpoint)
@@ -145,24 +140,16 @@ def _measure(args: argparse.Namespace) -> int:
             hint = (" (the default checkpoint has not been trained yet: write it with "
                     f"`navya train --data DIR --out {DEFAULT_CHECKPOINT}`, or pass --checkpoint)")
         raise CLIError(f"{path}: checkpoint file not found{hint}")
-    model, ckpt = load_checkpoint(path)
-    names = ckpt.class_names or None
-    dataset = _load_dataset(args.data, args.split, class_names=names)
-    if len(dataset.class_names) != model.num_classes - 1:
-        raise CLIError(f"{path}: the model has {model.num_classes - 1} classes, the data "
-                       f"{len(dataset.class_names)} ({', '.join(dataset.class_names)})")
-    name = args.name or ("int8-ptq" if args.int8 else "fp32")
-    engine = contextlib.nullcontext()
-    if args.int8:
-        model = _int8_model(model, args.data, dataset.class_names)
-        from navya.compress._ao import quantized_engine
-
-        engine = quantized_engine(getattr(model, "quantized_engine", "x86"))
-    with engine:
-        result = measure(model, dataset, name=name, threads=args.threads,
-                         batch_size=args.batch_size, eval_images=args.eval_images,
-                         latency_rounds=args.rounds, rss=not args.no_rss,
-                         class_names=dataset.class_names, progress=True)
+    workload = load_workload(path, args.data, split=args.split, eval_images=args.eval_images,
+                             train_split="train" if args.int8 else None)
+    if args.int8 and workload.train_dataset is None:
+        raise CLIError("; ".join(workload.notes) or f"{args.data}: no train split to calibrate on")
+    settings = BenchSettings(threads=args.threads, rounds=args.rounds, batch_size=args.batch_size,
+                             rss=not args.no_rss, progress=True)
+    variant = "int8-ptq" if args.int8 else "fp32"
+    result = Bench(workload, settings).measurement(variant)
+    if args.name:
+        result = dataclasses.replace(result, name=args.name)
     _print_row(result.to_row())
     if args.csv:
         append_csv(args.csv, [result])
@@ -176,8 +163,8 @@ def _measure(args: argparse.Namespace) -> int:
 def _sweep(args: argparse.Namespace) -> int:
     import torch
 
-    from navya.compress.sweep import plot_sweep, ratios_from_percent, sweep, write_sweep_csv
-    from navya.compress.variants import CompressContext
+    from navya.analysis.sweep import plot_sweep, ratios_from_percent, sweep, write_sweep_csv
+    from navya.compress.base import CompressContext
     from navya.models import load_checkpoint
 
     if args.threads:
@@ -213,13 +200,13 @@ def _sensitivity(args: argparse.Namespace) -> int:
 
     import torch
 
-    from navya.compress.quantize import PTQConfig, sensitivity_blocks
-    from navya.compress.sensitivity import (
+    from navya.analysis.sensitivity import (
         keep_most_sensitive,
         layer_sensitivity,
         plot_sensitivity,
         write_sensitivity_csv,
     )
+    from navya.compress.quantize import PTQConfig, sensitivity_blocks
     from navya.models import load_checkpoint
 
     # a bad engine, observer or image count fails here, before any work
@@ -368,14 +355,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from navya.data.voc import VOCFormatError
-    from navya.models.checkpoint import CheckpointError
-
+    """Run one command. A :class:`~navya.errors.NavyaError` (bad data, checkpoint, config or
+    argument) prints as one line and exits 2; any other exception is a bug and shows its
+    traceback."""
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (CLIError, VOCFormatError, CheckpointError, FileNotFoundError, KeyError,
-            ValueError) as exc:
+    except NavyaError as exc:
         print(f"navya: error: {exc}", file=sys.stderr)
         return 2
 

@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from navya._io import atomic_write_bytes
-from navya.metrics.measure import _FIELD_TYPES, ROW_FIELDS, Measurement, _parse_value
+from navya.bench import SAME_RUN_FIELDS
+from navya.metrics.measure import FIELD_TYPES, ROW_FIELDS, Measurement, parse_value
 
 __all__ = [
     "CSV_COLUMNS",
@@ -31,6 +32,11 @@ __all__ = [
     "markdown_table",
     "plot_tradeoff",
     "read_csv",
+    "status_color",
+    "summary_markdown",
+    "summary_text",
+    "write_csv",
+    "write_summary",
 ]
 
 #: The fixed columns of a measurements CSV, in order; per-class ``ap_<class>`` columns follow.
@@ -150,13 +156,29 @@ def append_csv(path: str | os.PathLike, measurements: Iterable[Row]) -> None:
                 existing += "\r\n"
         else:
             header, existing = columns, ""
-        buf = io.StringIO()
-        writer = csv.writer(buf)  # excel dialect: \r\n line ends, minimal quoting
-        if not existing:
-            writer.writerow(header)
-        for row in rows:
-            writer.writerow([_cell(c, row[c]) for c in header])
-        atomic_write_bytes(path, (existing + buf.getvalue()).encode("utf-8"))
+        body = _csv_text(rows, header, with_header=not existing)
+        atomic_write_bytes(path, (existing + body).encode("utf-8"))
+
+
+def _csv_text(rows: list[dict[str, Any]], header: Sequence[str], *, with_header: bool) -> str:
+    buf = io.StringIO()
+    writer = csv.writer(buf)  # excel dialect: \r\n line ends, minimal quoting
+    if with_header:
+        writer.writerow(header)
+    for row in rows:
+        writer.writerow([_cell(c, row.get(c)) for c in header])
+    return buf.getvalue()
+
+
+def write_csv(path: str | os.PathLike, rows: Iterable[Row],
+              columns: Sequence[str] | None = None) -> Path:
+    """Write rows to a new CSV at ``path`` (replacing it atomically): ``columns`` (default:
+    the first row's keys) in order; a key a row lacks is an empty cell."""
+    path = Path(path)
+    data = [_as_row(r) for r in rows]
+    header = list(columns) if columns is not None else (list(data[0]) if data else [])
+    atomic_write_bytes(path, _csv_text(data, header, with_header=True).encode("utf-8"))
+    return path
 
 
 def _typed(column: str, value: str) -> Any:
@@ -164,10 +186,10 @@ def _typed(column: str, value: str) -> Any:
     ``ap_*`` to float, anything else left as a string."""
     if value == "":
         return None
-    if column in _FIELD_TYPES:
-        return _parse_value(column, value, _FIELD_TYPES[column])
-    if column.startswith(AP_PREFIX):
-        return _parse_value(column, value, (float,))
+    if column in FIELD_TYPES:
+        return parse_value(column, value, FIELD_TYPES[column])
+    if column.startswith(AP_PREFIX) or (column in SAME_RUN_FIELDS and column != "status"):
+        return parse_value(column, value, (float,))
     return value
 
 
@@ -291,10 +313,105 @@ def markdown_table(measurements: Iterable[Row]) -> str:
     return "\n".join(lines) + "\n"
 
 
+# -- run summary -----------------------------------------------------------------------------
+
+#: The summary's columns: (title, row key, format); MACs are shown in G.
+_SUMMARY_COLUMNS = [("variant", "name", "s"), ("mAP%", "map", ".2%"),
+                    ("drop pts", "map_drop_points", "+.2f"), ("size MB", "size_mb", ".2f"),
+                    ("size x", "size_ratio", ".2f"), ("zip x", "zip_size_ratio", ".2f"),
+                    ("speedup", "speedup", ".2f"), ("GMACs", "macs", ".3f"),
+                    ("sparsity", "sparsity", ".1%"), ("peak MB", "peak_mem_mb", ".1f"),
+                    ("ms", "latency_ms_median", ".1f"), ("FPS", "fps", ".1f"),
+                    ("status", "status", "s")]
+
+
+def _summary_cells(row: Mapping[str, Any]) -> list[str]:
+    cells = []
+    for _, key, spec in _SUMMARY_COLUMNS:
+        value = row.get(key)
+        if key == "name":
+            value = _label(row)
+        if key == "macs" and _num(value) is not None:
+            value = float(value) / 1e9
+        if spec != "s":
+            value = _num(value)
+        cells.append(_DASH if value is None else format(value, spec))
+    return cells
+
+
+def summary_text(rows: Iterable[Row]) -> str:
+    """A fixed-width table of a run's rows (terminal): one line per variant, its status last."""
+    table = [[t for t, _, _ in _SUMMARY_COLUMNS]] + [_summary_cells(_as_row(r)) for r in rows]
+    widths = [max(len(line[i]) for line in table) for i in range(len(_SUMMARY_COLUMNS))]
+    last = len(_SUMMARY_COLUMNS) - 1
+    lines = ["  ".join(c.rjust(w) if 0 < i < last else c.ljust(w)
+                       for i, (c, w) in enumerate(zip(line, widths, strict=True))).rstrip()
+             for line in table]
+    lines.insert(1, "-" * len(lines[0]))
+    return "\n".join(lines)
+
+
+def summary_markdown(rows: Iterable[Row], notes: Sequence[str] = ()) -> str:
+    """The run's summary in Markdown: notes, a verdict table (one row per variant, with the
+    same-run figures and the speedup interval), then :func:`markdown_table`'s figures (AP per
+    class included)."""
+    data = [_as_row(r) for r in rows]
+    out = ["# navya summary", ""]
+    out += [f"> {_md_escape(n)}" for n in notes] + ([""] if notes else [])
+    head = [t for t, _, _ in _SUMMARY_COLUMNS]
+    order = [0, len(head) - 1, *range(1, len(head) - 1)]  # variant, status, then the figures
+    out.append("| " + " | ".join(head[i] for i in order) + " |")
+    out.append("|" + "---|" * len(head))
+    for row in data:
+        cells = _summary_cells(row)
+        if _num(row.get("speedup_ci_low")) is not None:
+            i = head.index("speedup")
+            cells[i] += f" [{row['speedup_ci_low']:.2f}, {row['speedup_ci_high']:.2f}]"
+        out.append("| " + " | ".join(_md_escape(cells[i]) for i in order) + " |")
+    if data:
+        out += ["", "## Figures", "", markdown_table(data)]
+    return "\n".join(out).rstrip("\n") + "\n"
+
+
+def write_summary(out_dir: str | os.PathLike, rows: Sequence[Row], columns: Sequence[str], *,
+                  notes: Sequence[str] = (),
+                  budgets: Mapping[str, Any] | None = None) -> list[Path]:
+    """Write a run's ``summary.csv`` (``columns``), ``summary.md`` and, when a row has mAP,
+    latency and size, ``tradeoff.png`` into ``out_dir``, each atomically. Returns the paths."""
+    from navya._io import atomic_write_text
+
+    out_dir = Path(out_dir)
+    paths = [write_csv(out_dir / "summary.csv", rows, columns)]
+    atomic_write_text(out_dir / "summary.md", summary_markdown(rows, notes))
+    paths.append(out_dir / "summary.md")
+    data = [_as_row(r) for r in rows]
+    plottable = [r for r in data if all(_num(r.get(k)) is not None
+                                        for k in ("map", "latency_ms_median", "size_mb"))]
+    if plottable:
+        paths.append(plot_tradeoff(data, out_dir / "tradeoff.png", budgets=budgets))
+    return paths
+
+
 # -- plot ------------------------------------------------------------------------------------
 
-_STATUS_COLORS = {"pass": "tab:green", "passed": "tab:green", "fail": "tab:red",
-                  "failed": "tab:red", "error": "tab:red"}
+def status_color(status: Any) -> str:
+    """The colour of a row's status: red for failures and errors (``FAIL: <keys>``,
+    ``ERROR: ...``, ``failed``), green for passes, grey for rows not checked against a budget
+    (``reference``, ``NO BUDGET``, ``not checked``), blue without a status."""
+    if status is None or status == "":
+        return "tab:blue"
+    text = str(status).strip().lower()
+    if text.startswith(("fail", "error")):
+        return "tab:red"
+    if text.startswith("pass"):
+        return "tab:green"
+    return "tab:gray"
+
+
+def _status_label(status: Any) -> str:
+    """The legend entry of a status: ``FAIL`` for every ``FAIL: <keys>``."""
+    return str(status).split(":", 1)[0].strip()
+
 _MAX_MARKER_AREA = 1500.0  # points^2 of the largest model
 
 
@@ -355,9 +472,9 @@ def plot_tradeoff(
     for i, ((row, x, y), size) in enumerate(zip(points, sizes, strict=True), start=1):
         area = (_MAX_MARKER_AREA * size / largest) if size and largest else 60.0
         status = row.get("status")
-        color = _STATUS_COLORS.get(str(status).lower(), "tab:blue") if status else "tab:blue"
+        color = status_color(status)
         if status:
-            statuses.setdefault(str(status), color)
+            statuses.setdefault(_status_label(status), color)
         off = y < y_lo
         ax.scatter([x], [y_lo + 0.4 if off else y], s=area if not off else 90,
                    marker="v" if off else "o", color=color, alpha=0.55, edgecolors="black",

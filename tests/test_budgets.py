@@ -45,7 +45,7 @@ def test_load_valid_budgets(tmp_path):
 def test_the_repository_budgets_file_is_valid():
     from pathlib import Path
 
-    from navya.compress.variants import variant_names
+    from navya.catalogue import variant_names
 
     path = Path(__file__).parents[1] / "benchmarks" / "budgets.toml"
     budgets = load_budgets(path, variant_names())

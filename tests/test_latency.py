@@ -1,4 +1,4 @@
-"""Tests for navya.metrics.latency. No absolute time threshold anywhere: only orderings/ratios."""
+"""Tests for navya.metrics.latency (and navya.runtime's thread and allocator pins). No absolute time threshold anywhere: only orderings/ratios."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ from navya.metrics.latency import (
     SpeedupResult,
     compare_latency,
     measure_latency,
-    num_threads,
 )
+from navya.runtime import num_threads
 
 _A = torch.randn(192, 192)
 
@@ -124,7 +124,7 @@ def test_num_threads_rejects_nonpositive() -> None:
 _FAULTS_SCRIPT = r"""
 import json, resource, sys
 import torch
-from navya.metrics.latency import steady_allocator
+from navya.runtime import steady_allocator
 
 state, again = steady_allocator(), steady_allocator()
 numel = (8 << 20) // 4

@@ -1,4 +1,5 @@
-"""Tests for navya.metrics.measure (one Measurement row) and the ``navya measure`` command."""
+"""Tests for the one-model measurement (``navya.bench.measure``: one Measurement row) and the
+``navya measure`` command."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from navya.metrics import Measurement, measure
+from navya.bench import measure
+from navya.metrics import Measurement
 from navya.metrics.measure import ROW_FIELDS, git_commit
 from navya.metrics.model_stats import serialized_size
 
@@ -64,8 +66,8 @@ def fp32_measurement(fp32, val) -> Measurement:
 
 @pytest.fixture(scope="module")
 def int8(fp32, val):
+    from navya.compress.base import CompressContext
     from navya.compress.quantize import PTQConfig, quantize_static
-    from navya.compress.variants import CompressContext
 
     # one calibration image, min-max observers: convert dominates the cost of this fixture
     config = PTQConfig(calibration_images=1, activation_observer="minmax")
@@ -151,7 +153,7 @@ def test_latency_runs_at_the_requested_threads(int8_run) -> None:
     assert m8.threads == 1
     # end to end and network alone: warm-up and timed calls at 1 thread each
     assert threads_seen.count(1) >= 2 * (WARMUP + ROUNDS)
-    assert threads_seen[0] == 2  # evaluation is not timed: it keeps the process's setting
+    assert threads_seen[0] == 2  # evaluation is not timed: it runs with all cores (2 here)
     assert threads_after == 2  # restored
 
 

@@ -18,11 +18,13 @@ import pytest
 import torch
 from torch import nn
 
+from navya.catalogue import get_variant, variant_names
 from navya.compress import _ao
 from navya.compress import quantize as Q
-from navya.compress.variants import CompressContext, get_variant, variant_names
+from navya.compress.base import CompressContext
 from navya.metrics.model_stats import serialized_size
 from navya.models import build_model
+from navya.runtime import repair_unpickled, timing_copy
 
 SIZE = 128
 CALIB = dict(calibration_images=2, activation_observer="minmax")  # fast calibration
@@ -232,7 +234,7 @@ def test_int8_model_pickles_whole(int8, x):
     buf = io.BytesIO()
     torch.save(int8, buf)
     buf.seek(0)
-    loaded = _ao.repair_unpickled(torch.load(buf, weights_only=False))
+    loaded = repair_unpickled(torch.load(buf, weights_only=False))
     assert loaded.quantized_engine == int8.quantized_engine
     with torch.no_grad():
         for a, b in zip(int8.core(x), loaded.core(x), strict=True):
@@ -321,8 +323,6 @@ def test_timing_copy_is_a_fresh_equal_int8_model(which, request, x):
     """The suite times a never-run copy (INT8 kernels are built for the thread count of their
     first call): same outputs, its own packed weights, the same engine, the global engine
     untouched."""
-    from navya.metrics.latency import timing_copy
-
     q = request.getfixturevalue(which)
     before = torch.backends.quantized.engine
     c = timing_copy(q)

@@ -1,4 +1,4 @@
-"""Tests for navya.compress.sensitivity: per-block INT8 sensitivity, CSV and bar plot."""
+"""Tests for navya.analysis.sensitivity: per-block INT8 sensitivity, CSV and bar plot."""
 
 from __future__ import annotations
 
@@ -8,14 +8,14 @@ import math
 import pytest
 import torch
 
-from navya.compress import quantize as Q
-from navya.compress.sensitivity import (
+from navya.analysis.sensitivity import (
     SensitivityRow,
     keep_most_sensitive,
     layer_sensitivity,
     plot_sensitivity,
     write_sensitivity_csv,
 )
+from navya.compress import quantize as Q
 from navya.models import build_model
 
 SIZE = 128

@@ -9,12 +9,12 @@ import math
 import pytest
 import torch
 
-from navya.cli import DEFAULT_CHECKPOINT
 from navya.data.synthetic import SyntheticConfig, generate
 from navya.data.voc import VOCDataset
 from navya.metrics.evaluate import evaluate_model
-from navya.metrics.latency import num_threads
 from navya.models import load_checkpoint, read_checkpoint
+from navya.models.checkpoint import DEFAULT_CHECKPOINT
+from navya.runtime import num_threads
 
 pytestmark = [
     pytest.mark.integration,

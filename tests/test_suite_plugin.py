@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from navya.cli import DEFAULT_CHECKPOINT
 from navya.data.synthetic import SyntheticConfig, generate
+from navya.models.checkpoint import DEFAULT_CHECKPOINT
 
 pytest_plugins = ["pytester"]
 
@@ -28,11 +28,28 @@ pytest_plugins = ["navya.suite"]
 
 import copy
 import time
+from dataclasses import dataclass
 
 import torch
 
-from navya.compress.variants import NoConfig, Variant, register
+from navya.catalogue import Variant, register
+from navya.compress.base import register_transform
 from navya.models.ssdlite import SSDLite
+
+
+@dataclass(frozen=True)
+class SlowerConfig:
+    pass
+
+
+@dataclass(frozen=True)
+class NoisyConfig:
+    pass
+
+
+@dataclass(frozen=True)
+class BloatedConfig:
+    pass
 
 
 class SlowerSSDLite(SSDLite):
@@ -47,12 +64,14 @@ class SlowerSSDLite(SSDLite):
         return out
 
 
+@register_transform(SlowerConfig)
 def slower(model, config, context):
     m = copy.deepcopy(model).eval()
     m.__class__ = SlowerSSDLite
     return m
 
 
+@register_transform(NoisyConfig)
 def noisy(model, config, context):
     m = copy.deepcopy(model).eval()
     g = torch.Generator().manual_seed(0)
@@ -64,6 +83,7 @@ def noisy(model, config, context):
     return m
 
 
+@register_transform(BloatedConfig)
 def bloated(model, config, context):
     m = copy.deepcopy(model).eval()
     g = torch.Generator().manual_seed(0)
@@ -71,9 +91,9 @@ def bloated(model, config, context):
     return m
 
 
-register(Variant("slow30", slower, NoConfig()))
-register(Variant("noisy", noisy, NoConfig()))
-register(Variant("bloated", bloated, NoConfig()))
+register(Variant("slow30", SlowerConfig()))
+register(Variant("noisy", NoisyConfig()))
+register(Variant("bloated", BloatedConfig()))
 '''
 
 BUDGETS = """
@@ -150,7 +170,8 @@ def test_untouched_run_passes_and_writes_reports(suite, pytester):
     assert "navya summary" in out and "fp32-fused" in out
     reports = pytester.path / "reports"
     csv = (reports / "summary.csv").read_text().splitlines()
-    assert csv[0].startswith("variant,map,map_drop_points,size_mb,size_ratio")
+    assert csv[0].startswith("name,map,map_voc07,eval_images")  # the engine's row schema
+    assert ",map_drop_points,size_ratio,zip_size_ratio,macs_reduction,speedup," in csv[0]
     assert [line.split(",")[0] for line in csv[1:]] == ["fp32", "fp32-fused"]
     assert (reports / "tradeoff.png").read_bytes().startswith(b"\x89PNG")
     assert "| fp32-fused | PASS" in (reports / "summary.md").read_text()
@@ -182,3 +203,55 @@ def test_unknown_variant_is_a_usage_error(suite):
     result = suite("fp32,nonesuch", "-k", "map_drop")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*unknown variant(s) nonesuch; known: fp32*"])
+
+
+# -- plugin hygiene (collection only: fast) -----------------------------------------------------
+
+PROJECT_CONFTEST = '''
+from dataclasses import dataclass
+
+import pytest
+
+from navya.catalogue import Variant
+from navya.compress.base import register_transform
+
+
+@dataclass(frozen=True)
+class MineConfig:
+    pass
+
+
+@register_transform(MineConfig)
+def mine(model, config, context):
+    return model
+
+
+def pytest_navya_variants(config):
+    return [Variant("project-mine", MineConfig(), "a project's own variant")]
+
+
+@pytest.fixture
+def variant():
+    return "the project's own fixture"
+'''
+
+
+def test_plugin_loads_by_entry_point_and_touches_only_its_own_tests(pytester):
+    """No ``pytest_plugins`` line: the plugin comes from the installed ``pytest11`` entry point.
+    A project's test with an argument named ``variant`` keeps its own fixture; navya's
+    benchmark tests (they request ``navya_suite``) are parametrized over the selection, which
+    includes the variant the project registered through the ``pytest_navya_variants`` hook."""
+    pytester.makeconftest(PROJECT_CONFTEST)
+    pytester.makepyfile(
+        test_project="def test_mine(variant):\n    assert variant == \"the project's own fixture\"\n",
+        test_size=(REPO / "benchmarks" / "test_size.py").read_text())
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--collect-only", "-q",
+                                           "--navya-variants", "fp32,project-mine")
+    out = result.stdout.str()
+    assert result.ret == 0, out
+    assert "test_project.py::test_mine\n" in out + "\n"  # not parametrized
+    assert "test_size.py::test_size_ratio[project-mine]" in out
+    assert "test_size.py::test_size_ratio[fp32]" in out
+    run = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-q", "test_project.py")
+    assert run.ret == 0, run.stdout.str()
+

@@ -1,4 +1,4 @@
-"""Tests for navya.compress.sweep: pruning sweeps, their CSV table and plot."""
+"""Tests for navya.analysis.sweep: pruning sweeps, their CSV table and plot."""
 
 from __future__ import annotations
 
@@ -8,8 +8,7 @@ import csv
 import pytest
 import torch
 
-from navya.compress.prune import PruningError
-from navya.compress.sweep import (
+from navya.analysis.sweep import (
     METHODS,
     SweepRow,
     plot_sweep,
@@ -17,6 +16,7 @@ from navya.compress.sweep import (
     sweep,
     write_sweep_csv,
 )
+from navya.compress.prune import PruningError
 from navya.models import build_model
 
 SIZE = 128
@@ -121,7 +121,7 @@ def test_sweep_errors(model, val):
 
 def test_reference_scored_once_per_context(model, val, monkeypatch):
     import navya.metrics.evaluate as ev
-    from navya.compress.variants import CompressContext
+    from navya.compress.base import CompressContext
 
     calls = []
     real = ev.evaluate_model

@@ -2,10 +2,11 @@ import copy
 
 import torch
 
+from navya.catalogue import apply_variant
 from navya.compress.prune import structured_prune_
-from navya.compress.variants import apply_variant
-from navya.metrics.latency import compare_latency, timing_copy
+from navya.metrics.latency import compare_latency
 from navya.models import load_checkpoint
+from navya.runtime import timing_copy
 
 m, ck = load_checkpoint("navya/checkpoints/ssdlite_mobilenet_v2.pt")
 p = copy.deepcopy(m); structured_prune_(p, 0.3); p.eval()

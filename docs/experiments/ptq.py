@@ -1,7 +1,7 @@
 import json
 
+from navya.compress.base import CompressContext
 from navya.compress.quantize import PTQConfig, quantize_static
-from navya.compress.variants import CompressContext
 from navya.data.voc import VOCDataset
 from navya.metrics.evaluate import evaluate_model
 from navya.metrics.model_stats import serialized_size

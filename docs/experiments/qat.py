@@ -2,8 +2,8 @@ import json
 import sys
 import time
 
+from navya.compress.base import CompressContext
 from navya.compress.quantize import QATConfig, quantize_qat
-from navya.compress.variants import CompressContext
 from navya.data.voc import VOCDataset
 from navya.metrics.evaluate import evaluate_model
 from navya.models import load_checkpoint

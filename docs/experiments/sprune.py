@@ -4,8 +4,8 @@ import time
 
 from torch import nn
 
+from navya.compress.base import CompressContext
 from navya.compress.prune import StructuredConfig, prune_structured
-from navya.compress.variants import CompressContext
 from navya.data.voc import VOCDataset
 from navya.metrics.evaluate import evaluate_model
 from navya.metrics.model_stats import count_macs

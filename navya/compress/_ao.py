@@ -27,6 +27,10 @@ from torch import nn
 # The stubs, re-exported: navya imports torch.ao.quantization in this module only.
 from torch.ao.quantization import DeQuantStub, QuantStub
 
+# Engine settings live in navya.runtime (torch.backends.quantized only); re-exported for the
+# transforms of navya.compress.
+from navya.runtime import ENGINES, quantized_engine, supported_engines
+
 __all__ = [
     "ENGINES",
     "DeQuantStub",
@@ -41,12 +45,8 @@ __all__ = [
     "qat_qconfig",
     "quantize_dynamic",
     "quantized_engine",
-    "repair_unpickled",
     "supported_engines",
 ]
-
-#: Engine names torch's eager quantization knows (``torch.backends.quantized.engine``).
-ENGINES: tuple[str, ...] = ("x86", "fbgemm", "onednn", "qnnpack")
 
 # Regexes matched against the start of the warning message (``warnings.filterwarnings``).
 _DEPRECATED_AO = r"torch\.ao\.quantization is deprecated"
@@ -66,27 +66,6 @@ def _quiet() -> Iterator[None]:
 def _call(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     with _quiet():
         return fn(*args, **kwargs)
-
-
-# -- engines ---------------------------------------------------------------------------------
-
-
-def supported_engines() -> list[str]:
-    """The quantized engines this build and CPU support (``none`` excluded)."""
-    return [e for e in torch.backends.quantized.supported_engines if e != "none"]
-
-
-@contextmanager
-def quantized_engine(engine: str) -> Iterator[None]:
-    """Set ``torch.backends.quantized.engine`` for the block and restore the previous one,
-    also when the block raises. ``engine`` must be in :func:`supported_engines` (else
-    ``RuntimeError`` from torch)."""
-    previous = torch.backends.quantized.engine
-    torch.backends.quantized.engine = engine
-    try:
-        yield
-    finally:
-        torch.backends.quantized.engine = previous
 
 
 # -- qconfigs --------------------------------------------------------------------------------
@@ -216,26 +195,3 @@ def is_quantized_module(module: nn.Module) -> bool:
     return (kind.__module__.startswith(("torch.ao.nn.quantized", "torch.ao.nn.intrinsic.quantized"))
             and not isinstance(module, FloatFunctional)
             and not kind.__name__.endswith("PackedParams"))
-
-
-def repair_unpickled(model: nn.Module) -> nn.Module:
-    """Make a whole INT8 model loaded with ``torch.load(..., weights_only=False)`` callable.
-
-    torch 2.14's quantized convolutions unpickle through their own ``__setstate__``, which
-    never runs ``nn.Module.__init__``: the loaded modules lack ``_modules``, ``_forward_hooks``,
-    ``_backward_hooks``, ... and the first call fails with ``AttributeError: 'ConvReLU2d' object
-    has no attribute '_backward_hooks'``. This adds the missing (empty) nn.Module bookkeeping
-    to every module, in place, and returns ``model``. A no-op for models that unpickled fine.
-    """
-    import copy
-
-    defaults = vars(nn.Module())
-    stack = [model]
-    while stack:
-        module = stack.pop()
-        state = module.__dict__
-        for key, value in defaults.items():
-            if key not in state:
-                state[key] = copy.copy(value)
-        stack.extend(m for m in state["_modules"].values() if m is not None)
-    return model

@@ -1,13 +1,14 @@
 """Pruning transforms: unstructured (L1, random) and structured L1 filter pruning.
 
-Variants registered here (the suite's defaults, see :func:`_register`)::
+Each transform is registered for its config class (:mod:`navya.compress.base`). The suite's
+variants built on them (registered by :mod:`navya.catalogue`)::
 
     prune-l1-unstructured-{10,30}       L1 magnitude, dense conv weights, global, no fine-tune
     prune-random-unstructured-{10,30}   random (seeded), dense conv weights, no fine-tune
     prune-l1-structured-30              30% of the channels removed (torch-pruning), fine-tuned
                                         with distillation from the unpruned model
     prune-l1-structured-30-long         the same with a longer fine-tune (tag "slow")
-    prune-l1-structured-30-int8         prune-l1-structured-30, then the ``int8-ptq`` variant
+    prune-l1-structured-30-int8         prune-l1-structured-30, then int8-ptq's PTQConfig
 
 **Unstructured** pruning (:func:`prune_unstructured`) zeroes individual weights with
 ``torch.nn.utils.prune`` (per layer or global) and then *removes the reparametrization*
@@ -31,7 +32,9 @@ down, which cuts narrow layers by up to 50% at a 30% ratio). A short fine-tune w
 A structurally pruned model no longer fits its builder: save it with :func:`save_pruned` (a
 navya checkpoint whose ``meta`` records every convolution and BatchNorm shape) and load it
 with :func:`load_pruned` (rebuilds the base model, reshapes those layers, loads the weights;
-``weights_only=True``, nothing pickled).
+``weights_only=True``, nothing pickled). Pruned layouts belong to the model: these live in
+:mod:`navya.models.pruned`, with :class:`PruningError` and :func:`check_prunable`, and are
+re-exported here.
 
 Ratios are fractions in ``[0, 1)`` here (0.3 = 30%); the CLI takes percents.
 """
@@ -39,9 +42,7 @@ Ratios are fractions in ``[0, 1)`` here (0.3 = 30%); the CLI takes percents.
 from __future__ import annotations
 
 import copy
-import hashlib
 import math
-import os
 import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -50,7 +51,18 @@ from typing import Any
 import torch
 from torch import nn
 
-from navya.compress.variants import CompressContext, Variant, get_variant, register
+from navya.compress.base import CompressContext, apply_transform, register_transform
+from navya.compress.quantize import PTQConfig
+from navya.models.checkpoint import state_fingerprint
+from navya.models.pruned import (
+    PruningError,
+    apply_pruned_shapes,
+    check_prunable,
+    load_pruned,
+    pruned_shapes,
+    quantized_module_names,
+    save_pruned,
+)
 
 __all__ = [
     "FinetuneSkippedWarning",
@@ -67,13 +79,10 @@ __all__ = [
     "prune_structured",
     "prune_structured_int8",
     "prune_unstructured",
+    "quantized_module_names",
     "save_pruned",
     "structured_prune_",
 ]
-
-
-class PruningError(ValueError):
-    """A pruning request that cannot be honoured (bad ratio, unknown layer, quantized model)."""
 
 
 class FinetuneSkippedWarning(UserWarning):
@@ -87,49 +96,6 @@ def _check_ratio(value: float, what: str) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value) \
             or not 0.0 <= value < 1.0:
         raise PruningError(f"{what} must be a fraction in [0, 1) (0.3 = 30%), got {value!r}")
-
-
-_QUANTIZED_MODULE_PREFIXES = (
-    "torch.ao.nn.quantized",  # converted INT8 modules (and .dynamic)
-    "torch.ao.nn.intrinsic.quantized",
-    "torch.ao.nn.qat",  # prepared for QAT
-    "torch.ao.nn.intrinsic.qat",
-    "torch.nn.quantized",
-    "torch.nn.intrinsic.quantized",
-    "torch.nn.qat",
-)
-# Kept as float modules by eager quantization: their presence says nothing.
-_NEUTRAL_QUANT_TYPES = ("FloatFunctional",)
-
-
-def _quantized_modules(model: nn.Module) -> list[str]:
-    """Names of modules that are quantized, QAT-prepared, or observers/fake-quantizers."""
-    from torch.ao.quantization import FakeQuantizeBase
-    from torch.ao.quantization.observer import ObserverBase
-
-    found = []
-    for name, m in model.named_modules():
-        cls = type(m)
-        if cls.__name__ in _NEUTRAL_QUANT_TYPES:
-            continue
-        if cls.__module__.startswith(_QUANTIZED_MODULE_PREFIXES) \
-                or isinstance(m, (FakeQuantizeBase, ObserverBase)) \
-                or any(t.is_quantized for t in m.parameters(recurse=False)) \
-                or any(t.is_quantized for t in m.buffers(recurse=False)):
-            found.append(name or type(m).__name__)
-    return found
-
-
-def check_prunable(model: nn.Module) -> None:
-    """Raise :class:`PruningError` if ``model`` is quantized (converted, QAT-prepared or with
-    observers attached): prune the float model, then quantize."""
-    found = _quantized_modules(model)
-    if found:
-        shown = ", ".join(found[:3]) + (f" and {len(found) - 3} more" if len(found) > 3 else "")
-        raise PruningError(
-            f"cannot prune a quantized model (quantized/observed modules: {shown}); prune the "
-            "float model first, then quantize it (e.g. the prune-l1-structured-<p>-int8 variant)"
-        )
 
 
 def _check_names(model: nn.Module, names: Iterable[str], what: str) -> dict[str, nn.Module]:
@@ -247,6 +213,7 @@ def _unstructured_targets(model: nn.Module, config: UnstructuredConfig) -> list[
     return out
 
 
+@register_transform(UnstructuredConfig)
 def prune_unstructured(model: nn.Module, config: UnstructuredConfig,
                        context: CompressContext | None = None) -> nn.Module:
     """A copy of ``model`` with a fraction ``config.amount`` of its selected weights set to zero.
@@ -431,22 +398,11 @@ def finetune(model: nn.Module, dataset, config: StructuredConfig, *, progress: b
                  teacher=teacher, distill_weight=config.distill_weight)
 
 
-def _fingerprint(model: nn.Module) -> str:
-    h = hashlib.sha1()
-    h.update(type(model).__qualname__.encode())
-    for k, v in model.state_dict().items():
-        h.update(k.encode())
-        t = v.detach().cpu().contiguous()
-        h.update(str((t.dtype, tuple(t.shape))).encode())
-        if not t.is_quantized:
-            h.update(t.view(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    return h.hexdigest()
-
-
 def _param_count(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
+@register_transform(StructuredConfig)
 def prune_structured(model: nn.Module, config: StructuredConfig,
                      context: CompressContext | None = None) -> nn.Module:
     """A copy of ``model`` with a fraction ``config.ratio`` of its channels removed (see
@@ -462,7 +418,7 @@ def prune_structured(model: nn.Module, config: StructuredConfig,
     context = context or CompressContext()
     check_prunable(model)
     dataset = context.train_dataset
-    key = ("navya.prune.structured", config, _fingerprint(model),
+    key = ("navya.prune.structured", config, state_fingerprint(model),
            None if dataset is None else (id(dataset), len(dataset)))
     cached = context.cache.get(key)
     if cached is not None:
@@ -502,151 +458,26 @@ def prune_structured(model: nn.Module, config: StructuredConfig,
 
 @dataclass(frozen=True)
 class StructuredInt8Config:
-    """Structured pruning (and its fine-tune), then the registered ``quantize_variant``."""
+    """Structured pruning (and its fine-tune), then quantization.
+
+    ``quantize`` is the quantization step's own config, nested (any config with a registered
+    transform; by default ``PTQConfig()``, the ``int8-ptq`` variant's): the pruned model is
+    handed to :func:`~navya.compress.base.apply_transform` with it.
+    """
 
     structured: StructuredConfig
-    quantize_variant: str = "int8-ptq"
+    quantize: Any = PTQConfig()
 
 
+@register_transform(StructuredInt8Config)
 def prune_structured_int8(model: nn.Module, config: StructuredInt8Config,
                           context: CompressContext | None = None) -> nn.Module:
-    """:func:`prune_structured` (cached fine-tune), then the ``int8-ptq`` variant from the
-    registry, looked up at call time."""
+    """:func:`prune_structured` (cached fine-tune), then the transform of ``config.quantize``
+    (:func:`~navya.compress.quantize.quantize_static` for a ``PTQConfig``)."""
     context = context or CompressContext()
     pruned = prune_structured(model, config.structured, context)
     info = dict(getattr(pruned, "pruning_info", {}))
-    out = get_variant(config.quantize_variant).apply(pruned, context)
+    out = apply_transform(pruned, config.quantize, context)
     if info and not hasattr(out, "pruning_info"):
         out.pruning_info = info
     return out
-
-
-# -- saving and loading a pruned architecture ----------------------------------------------------
-
-
-def pruned_shapes(model: nn.Module) -> dict[str, dict[str, int]]:
-    """The channel layout of every Conv2d and BatchNorm2d of ``model`` (JSON-compatible):
-    ``{name: {"kind": "conv2d", "in_channels", "out_channels", "groups"}}`` and
-    ``{name: {"kind": "batchnorm2d", "num_features"}}``."""
-    shapes: dict[str, dict[str, int]] = {}
-    for name, m in model.named_modules():
-        if type(m) is nn.Conv2d:
-            shapes[name] = {"kind": "conv2d", "in_channels": m.in_channels,
-                            "out_channels": m.out_channels, "groups": m.groups}
-        elif type(m) is nn.BatchNorm2d:
-            shapes[name] = {"kind": "batchnorm2d", "num_features": m.num_features}
-    return shapes
-
-
-def _set_module(root: nn.Module, name: str, new: nn.Module) -> None:
-    parent_name, _, child = name.rpartition(".")
-    parent = root.get_submodule(parent_name) if parent_name else root
-    setattr(parent, child, new)
-
-
-def apply_pruned_shapes(model: nn.Module, shapes: dict[str, dict[str, int]]) -> None:
-    """Reshape ``model``'s Conv2d / BatchNorm2d layers in place to ``shapes`` (from
-    :func:`pruned_shapes`): each layer that differs is replaced by a fresh one of the recorded
-    channel counts (same kernel, stride, padding, bias, eps, momentum), ready for
-    ``load_state_dict``."""
-    modules = dict(model.named_modules())
-    for name, s in shapes.items():
-        m = modules.get(name)
-        kind = s.get("kind")
-        if kind == "conv2d" and type(m) is nn.Conv2d:
-            if (m.in_channels, m.out_channels, m.groups) == (s["in_channels"], s["out_channels"],
-                                                             s["groups"]):
-                continue
-            new = nn.Conv2d(int(s["in_channels"]), int(s["out_channels"]), m.kernel_size,
-                            stride=m.stride, padding=m.padding, dilation=m.dilation,
-                            groups=int(s["groups"]), bias=m.bias is not None,
-                            padding_mode=m.padding_mode)
-        elif kind == "batchnorm2d" and type(m) is nn.BatchNorm2d:
-            if m.num_features == s["num_features"]:
-                continue
-            new = nn.BatchNorm2d(int(s["num_features"]), eps=m.eps, momentum=m.momentum,
-                                 affine=m.affine, track_running_stats=m.track_running_stats)
-        else:
-            raise PruningError(f"pruned layout does not fit the model: {name!r} is recorded as "
-                               f"{kind}, the model has {type(m).__name__ if m else 'no such layer'}")
-        _set_module(model, name, new.train(m.training))
-
-
-def save_pruned(path: str | os.PathLike, model: nn.Module, meta: dict | None = None) -> None:
-    """Save a (structurally) pruned float detector atomically as a navya checkpoint whose
-    ``meta`` also holds ``pruned_shapes`` (every conv/BN channel layout) and ``pruning``
-    (the model's ``pruning_info``). Load it with :func:`load_pruned`.
-
-    Raises:
-        PruningError: a quantized model (save the float pruned model, quantize after loading)
-            or one with pruning masks still attached.
-    """
-    from navya.metrics.model_stats import _pruned_tensor_names
-    from navya.models.checkpoint import save_checkpoint
-
-    check_prunable(model)
-    masked = _pruned_tensor_names(model)
-    if masked:
-        raise PruningError(f"pruning masks still attached to {masked[:3]}; call "
-                           "torch.nn.utils.prune.remove first")
-    extra: dict[str, Any] = {"pruned_shapes": pruned_shapes(model)}
-    info = getattr(model, "pruning_info", None)
-    if info:
-        extra["pruning"] = _jsonable(info)
-    save_checkpoint(path, model, {**(meta or {}), **extra})
-
-
-def _jsonable(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if obj is None or isinstance(obj, (bool, int, float, str)):
-        return obj
-    return str(obj)
-
-
-def load_pruned(path: str | os.PathLike):
-    """Load a checkpoint written by :func:`save_pruned` (or a plain one): rebuild the base
-    model, reshape it to the recorded layout, load the weights. Returns ``(model in eval mode,
-    Checkpoint)``; ``model.pruning_info`` is restored when it was saved."""
-    from navya.models.checkpoint import load_checkpoint
-
-    model, ckpt = load_checkpoint(path)
-    if "pruning" in ckpt.meta:
-        model.pruning_info = dict(ckpt.meta["pruning"])
-    return model.eval(), ckpt
-
-
-# -- registry ------------------------------------------------------------------------------------
-
-SUITE_UNSTRUCTURED_PCTS = (10, 30)
-SUITE_STRUCTURED_PCTS = (30,)
-
-
-def _register() -> None:
-    for p in SUITE_UNSTRUCTURED_PCTS:
-        for method in _UNSTRUCTURED_METHODS:
-            register(Variant(
-                f"prune-{method}-unstructured-{p}", prune_unstructured,
-                UnstructuredConfig(amount=p / 100, method=method),
-                f"{p}% of the dense (not depthwise) conv weights zeroed ({method}, global "
-                "ranking), masks removed, no fine-tune", ("pruned", "unstructured")))
-    for p in SUITE_STRUCTURED_PCTS:
-        base = StructuredConfig(ratio=p / 100)
-        register(Variant(
-            f"prune-l1-structured-{p}", prune_structured, base,
-            f"{p}% of the channels removed (L1, torch-pruning, round_to 8), "
-            f"{base.finetune_iters}-iteration fine-tune distilled from the unpruned model",
-            ("pruned", "structured")))
-        long = StructuredConfig(ratio=p / 100, finetune_iters=LONG_FINETUNE_ITERS)
-        register(Variant(
-            f"prune-l1-structured-{p}-long", prune_structured, long,
-            f"as prune-l1-structured-{p} with a {LONG_FINETUNE_ITERS}-iteration fine-tune",
-            ("pruned", "structured", "slow")))
-        register(Variant(
-            f"prune-l1-structured-{p}-int8", prune_structured_int8, StructuredInt8Config(base),
-            f"prune-l1-structured-{p}, then int8-ptq", ("pruned", "structured", "int8")))
-
-
-_register()

@@ -1,11 +1,11 @@
 """Quantization transforms: INT8 static (PTQ, mixed precision), dynamic, QAT, PT2E; bf16/fp16.
 
-Every transform is ``fn(model, config, context) -> new model`` (:mod:`navya.compress.variants`):
-it deep-copies the float detector first and never mutates its input. Only ``model.core`` (the
-convolutional network of :class:`~navya.models.SSDLite`) is quantized or cast; anchors, box
-decoding and NMS stay float.
+Every transform is ``fn(model, config, context) -> new model``, registered for its config
+class (:mod:`navya.compress.base`): it deep-copies the float detector first and never mutates
+its input. Only ``model.core`` (the convolutional network of :class:`~navya.models.SSDLite`) is
+quantized or cast; anchors, box decoding and NMS stay float.
 
-Variants registered on import:
+The variants built on these transforms (registered by :mod:`navya.catalogue`):
 
 ========================  ==========================================================================
 ``int8-ptq``              eager static PTQ: Conv-BN(-ReLU) fused, per-tensor int8 weights, histogram
@@ -22,8 +22,8 @@ Variants registered on import:
 
 :func:`quantize_pt2e` (``torch.export`` + torchao's ``X86InductorQuantizer`` + lowering to oneDNN
 quantized ops) works: on the trained checkpoint it matched fp32 mAP and ran 2.9x faster than the
-fp32 core, about 10 % slower than eager INT8. It is not registered: its lowered graph cannot be
-pickled or measured for size and MACs by the suite (see :class:`PT2ECore`).
+fp32 core, about 10 % slower than eager INT8. It is not a catalogue variant: its lowered graph
+cannot be pickled or measured for size and MACs by the suite (see :class:`PT2ECore`).
 
 INT8 engines. An eager quantized model runs with the engine its weights were packed for: the
 transforms set ``model.quantized_engine`` and attach forward hooks to ``core`` that set
@@ -33,7 +33,7 @@ SSD-Lite at width 1.0, 320 px, one thread: 10.78 ms with the hooks against 10.69
 within run-to-run noise, so latency stays honest. Deep-copying or unpickling an INT8 model
 re-packs its weights with the engine current at that moment: do it inside
 ``with quantized_engine(model.quantized_engine)`` for a non-default engine (qnnpack). A whole
-pickled INT8 model needs :func:`navya.compress._ao.repair_unpickled` after ``torch.load``
+pickled INT8 model needs :func:`navya.runtime.repair_unpickled` after ``torch.load``
 (torch's quantized convolutions unpickle without their ``nn.Module`` bookkeeping).
 
 Module names. ``keep_float`` and sensitivity analysis name blocks of ``core`` as
@@ -57,7 +57,8 @@ from torch.utils.data import Dataset
 
 from navya.compress import _ao
 from navya.compress._ao import ENGINES, DeQuantStub, QuantStub, quantized_engine
-from navya.compress.variants import CompressContext, Variant, register
+from navya.compress.base import CompressContext, register_transform
+from navya.errors import NavyaError
 
 __all__ = [
     "ENGINES",
@@ -83,7 +84,7 @@ __all__ = [
 ]
 
 
-class QuantizationError(ValueError):
+class QuantizationError(NavyaError, ValueError):
     """A model, configuration or context that cannot be quantized as asked; the message says
     why and what would work."""
 
@@ -341,6 +342,7 @@ class PTQConfig:
             raise QuantizationError(f"keep_float names a block twice: {self.keep_float}")
 
 
+@register_transform(PTQConfig)
 def quantize_static(model: nn.Module, config: PTQConfig, context: CompressContext | None = None,
                     *, only: Sequence[str] | None = None) -> nn.Module:
     """INT8 static post-training quantization of ``model.core`` (returns a new model).
@@ -415,6 +417,7 @@ class DynamicConfig:
         _check_engine_name(self.engine)
 
 
+@register_transform(DynamicConfig)
 def quantize_dynamic(model: nn.Module, config: DynamicConfig,
                      context: CompressContext | None = None) -> nn.Module:
     """``quantize_dynamic`` of every Linear/RNN layer of the model (a new model).
@@ -505,6 +508,7 @@ class _FreezeHook:
             self.bn_frozen_at = iteration
 
 
+@register_transform(QATConfig)
 def quantize_qat(model: nn.Module, config: QATConfig,
                  context: CompressContext | None = None) -> nn.Module:
     """Quantization-aware fine-tuning of ``model`` on ``context.train_dataset``, then INT8.
@@ -589,6 +593,7 @@ class HalfConfig:
                                     f"{self.dtype!r}")
 
 
+@register_transform(HalfConfig)
 def half_precision(model: nn.Module, config: HalfConfig,
                    context: CompressContext | None = None) -> nn.Module:
     """A copy of ``model`` whose ``core`` runs in bf16/fp16 (:class:`HalfCore`); pre- and
@@ -617,7 +622,7 @@ class PT2ECore(nn.Module):
     packed weights) is what runs. The lowered graph is specialized to batch 1: a batch runs
     image by image (the suite times single images).
 
-    What does not work yet (torch 2.14.1, torchao 0.18.0), hence the variant is not registered:
+    What does not work yet (torch 2.14.1, torchao 0.18.0), hence it is not a catalogue variant:
 
     - the lowered graph's oneDNN-packed weights are opaque tensors: ``torch.save`` and
       ``copy.deepcopy`` of it raise ``NotImplementedError: Cannot access storage of
@@ -698,6 +703,7 @@ class PT2EConfig:
             raise QuantizationError("batch_size must be >= 1")
 
 
+@register_transform(PT2EConfig)
 def quantize_pt2e(model: nn.Module, config: PT2EConfig,
                   context: CompressContext | None = None) -> nn.Module:
     """INT8 ``core`` through ``torch.export`` + torchao PT2E + x86 lowering (a new model).
@@ -748,41 +754,3 @@ def quantize_pt2e(model: nn.Module, config: PT2EConfig,
     out.calibration_indices = tuple(indices)
     out.pt2e_seconds = seconds
     return out
-
-
-# -- the registry ----------------------------------------------------------------------------
-
-register(Variant(
-    "int8-ptq", quantize_static, PTQConfig(),
-    "INT8 static PTQ (x86 engine): fused Conv-BN-ReLU, per-tensor weights, histogram "
-    "activations, calibrated on 2% of the train split; post-processing float",
-    ("int8",)))
-register(Variant(
-    "int8-ptq-per-channel", quantize_static, PTQConfig(per_channel=True),
-    "int8-ptq with per-output-channel weights (16 bytes of scale and zero point per channel)",
-    ("int8",)))
-register(Variant(
-    "int8-dynamic", quantize_dynamic, DynamicConfig(),
-    "dynamic INT8 of Linear/RNN layers only: SSD-Lite has none, so 0 modules are quantized "
-    "and it runs as fp32 (model.quantized_modules reports the count)",
-    ("int8",)))
-register(Variant(
-    "int8-qat", quantize_qat,
-    # lr measured on the shipped checkpoint (500 val, per-tensor weights): 2e-4 lost 0.73 pts,
-    # 2e-4 with distillation 0.85, 5e-5 0.58; int8-ptq alone loses 0.08
-    QATConfig(iterations=50, lr=5e-5, warmup_iters=5, freeze_bn_after=20,
-              freeze_observers_after=35),
-    "INT8 after 50 steps of quantization-aware fine-tuning (batch 16, AdamW 5e-5; BN frozen "
-    "after 20 steps, observers after 35), x86 engine; sized for the suite's time limit "
-    "(a QAT step costs ~3.3 s here)",
-    ("int8",)))
-register(Variant(
-    "int8-qat-long", quantize_qat, QATConfig(),
-    "INT8 after 150 steps of quantization-aware fine-tuning (BN frozen after 50 steps, "
-    "observers after 100); tagged slow (~8 min of fine-tuning here)",
-    ("int8", "slow")))
-register(Variant("bf16", half_precision, HalfConfig("bf16"),
-                 "core in bfloat16 (Conv-BN fused), float pre/post-processing", ("half",)))
-register(Variant("fp16", half_precision, HalfConfig("fp16"),
-                 "core in float16 (Conv-BN fused), float pre/post-processing; tagged slow: "
-                 "no native fp16 on x86 CPUs (measured 0.07x fp32 here)", ("half", "slow")))

@@ -64,6 +64,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from navya.errors import NavyaError
+
 __all__ = [
     "VOC_CLASSES",
     "VOCFormatError",
@@ -107,7 +109,7 @@ _IMAGE_EXTS: tuple[str, ...] = (".jpg", ".png", ".jpeg")
 _CLASSES_FILE = "classes.txt"
 
 
-class VOCFormatError(ValueError):
+class VOCFormatError(NavyaError, ValueError):
     """Bad VOC input: malformed or incomplete XML, unknown class, missing file or split.
 
     The message always names the offending file (and, for a box, the object index

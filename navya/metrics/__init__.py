@@ -1,9 +1,7 @@
-"""Metrics: VOC AP, model statistics, latency, memory, and :func:`measure` (one row).
+"""Metrics: pure functions returning dataclasses. VOC AP (``detection``, ``evaluate``), model
+statistics (``model_stats``), latency (``latency``), memory (``memory``), and the row schema
+of one measurement (``measure.Measurement``; the engine, :mod:`navya.bench`, fills it)."""
 
-``navya.metrics.measure`` is the function (it shadows its submodule of the same name, which
-stays importable as ``from navya.metrics.measure import ...``).
-"""
+from navya.metrics.measure import Measurement
 
-from navya.metrics.measure import Measurement, measure
-
-__all__ = ["Measurement", "measure"]
+__all__ = ["Measurement"]

@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from navya.compress._ao import repair_unpickled  # imports only torch, already loaded
+    from navya.runtime import repair_unpickled  # imports only torch, already loaded
 
     torch.set_num_threads(threads)
     engine = os.environ.get("NAVYA_QUANTIZED_ENGINE")

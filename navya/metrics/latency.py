@@ -6,30 +6,15 @@ median is the headline figure. Absolute milliseconds drift between runs on the s
 so budgets use :func:`compare_latency`, which times a reference and a candidate interleaved
 in the same process and reports their speedup ratio.
 
-Two process-history effects are controlled here, both measured on this project's machine
-(torch 2.14.1, glibc, 1 thread, SSD-Lite MobileNetV2 at 320 px):
-
-* **The allocator.** glibc serves each activation over its mmap threshold (128 KiB at first,
-  then moved by every free of an mmapped block) with a fresh ``mmap``, so every call takes
-  thousands of page faults, or none, depending on which tensors the process freed before: the
-  same fp32 network took 43-49 ms a call with ~5,000 minor faults a call in a fresh process and
-  35 ms with none after one batch-8 call had moved the threshold. :func:`steady_allocator`
-  (called by every timing function) pins the thresholds with ``mallopt`` so activations are
-  reused from the heap: 35 ms from the first call, 0 faults.
-* **Thread count at the first call.** Eager INT8 convolutions (x86 engine: oneDNN) build and
-  cache their kernels at their first call, for the intra-op thread count of that moment: an
-  INT8 network first run with 2 threads then timed with 1 took 13.4 ms against 10.9 ms for a
-  copy first run with 1 thread (and the reverse at 2 threads). Time a fresh
-  :func:`timing_copy` whose first call runs at the timing thread count, not a model that was
-  just evaluated with all cores.
+Two process-history effects (glibc's allocator, and the thread count at an INT8 model's first
+call) are controlled by :mod:`navya.runtime`: every timing function here pins the allocator
+(:func:`~navya.runtime.steady_allocator`) and the thread count
+(:func:`~navya.runtime.num_threads`); time a fresh :func:`~navya.runtime.timing_copy`.
+``num_threads``, ``steady_allocator`` and ``timing_copy`` stay importable from here.
 """
 
 from __future__ import annotations
 
-import contextlib
-import copy
-import ctypes
-import ctypes.util
 import gc
 import time
 from collections.abc import Callable, Iterator
@@ -40,98 +25,22 @@ from typing import Any
 import numpy as np
 import torch
 
+# re-exported: the measurement code imports them from here
+from navya.runtime import num_threads, steady_allocator, timing_copy
+
 __all__ = [
     "LatencyStats",
     "SpeedupResult",
     "compare_latency",
     "measure_latency",
     "num_threads",
+    "speedup_from_samples",
     "steady_allocator",
+    "time_interleaved",
     "timing_copy",
 ]
 
 _BOOTSTRAP_RESAMPLES = 2000
-
-# glibc mallopt parameters (malloc.h)
-_M_TRIM_THRESHOLD = -1
-_M_MMAP_THRESHOLD = -3
-#: Blocks up to this size come from the heap (batch-1 SSD-Lite activations are <= 10 MB); the
-#: largest value glibc accepts on 64-bit.
-MMAP_THRESHOLD_BYTES = 32 * 1024 * 1024
-#: Freed heap memory is kept up to this much instead of being returned to the OS.
-TRIM_THRESHOLD_BYTES = 1024 * 1024 * 1024
-_allocator_state: dict[str, Any] | None = None
-
-
-def steady_allocator() -> dict[str, Any]:
-    """Pin glibc's malloc thresholds for this process (once; later calls return the same).
-
-    ``mallopt(M_MMAP_THRESHOLD, 32 MiB)`` (which also turns off glibc's dynamic threshold) and
-    ``mallopt(M_TRIM_THRESHOLD, 1 GiB)``, so per-call activations are served from the heap
-    instead of fresh page-faulting mmaps, whatever the process allocated before (see the module
-    docstring for the measured effect). Process-wide and permanent: it changes how much freed
-    memory the process keeps, not what any computation returns.
-
-    Returns a description for provenance: ``{"allocator": "glibc", "mmap_threshold_bytes": ...,
-    "trim_threshold_bytes": ...}``, or ``{"allocator": "unchanged", "reason": ...}`` where it
-    does not apply (not glibc, e.g. macOS or musl, or ``mallopt`` refused).
-    """
-    global _allocator_state
-    if _allocator_state is not None:
-        return dict(_allocator_state)
-    state: dict[str, Any]
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
-        gnu_get_libc_version = libc.gnu_get_libc_version
-    except (OSError, AttributeError) as exc:
-        state = {"allocator": "unchanged", "reason": f"not glibc ({exc})"}
-    else:
-        mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
-        gnu_get_libc_version.restype = ctypes.c_char_p
-        ok = (mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES) == 1
-              and mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES) == 1)
-        version = gnu_get_libc_version().decode()
-        state = ({"allocator": f"glibc {version}", "mmap_threshold_bytes": MMAP_THRESHOLD_BYTES,
-                  "trim_threshold_bytes": TRIM_THRESHOLD_BYTES} if ok else
-                 {"allocator": "unchanged", "reason": f"glibc {version} refused mallopt"})
-    _allocator_state = state
-    return dict(state)
-
-
-def timing_copy(model: torch.nn.Module) -> torch.nn.Module:
-    """A deep copy of ``model`` for timing, in eval mode, that has never run.
-
-    Eager INT8 layers build their kernels at their first call for the thread count of that
-    call (module docstring); a copy re-packs its weights, so its first call (make it at the
-    timing thread count) builds them afresh. An INT8 model is copied under its own
-    ``quantized_engine`` (weights re-pack with the current engine).
-    """
-    from navya.compress._ao import quantized_engine
-
-    engine = getattr(model, "quantized_engine", None)
-    with quantized_engine(engine) if engine else contextlib.nullcontext():
-        return copy.deepcopy(model).eval()
-
-
-@contextmanager
-def num_threads(n: int) -> Iterator[None]:
-    """Set ``torch.set_num_threads(n)`` (intra-op threads) and restore the previous value.
-
-    Inter-op threads are left untouched. The previous value is restored even if the body
-    raises.
-
-    Raises:
-        ValueError: if ``n`` is not an integer >= 1.
-    """
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"num_threads: n must be an integer >= 1, got {n!r}")
-    previous = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
 
 
 @dataclass(frozen=True)
@@ -265,6 +174,16 @@ def compare_latency(
     if not 0.0 < confidence < 1.0:
         raise ValueError(f"confidence must be in (0, 1), got {confidence!r}")
 
+    t_a, t_b = time_interleaved(fn_a, fn_b, threads=threads, warmup=warmup, rounds=rounds)
+    return speedup_from_samples(t_a, t_b, threads=threads, confidence=confidence, seed=seed)
+
+
+def time_interleaved(fn_a: Callable[[], Any], fn_b: Callable[[], Any], *, threads: int = 1,
+                     warmup: int = 5, rounds: int = 30) -> tuple[np.ndarray, np.ndarray]:
+    """Per-call times (ms) of ``fn_a`` and ``fn_b``: ``warmup`` alternating untimed calls
+    each, then ``rounds`` pairs timed A B, B A, A B, ... (the protocol of
+    :func:`compare_latency`)."""
+    _validate(threads=threads, warmup=warmup, rounds=rounds)
     t_a = np.empty(rounds)
     t_b = np.empty(rounds)
     with _timing_context(threads):
@@ -278,7 +197,19 @@ def compare_latency(
             else:
                 t_b[i] = _time_ms(fn_b)
                 t_a[i] = _time_ms(fn_a)
+    return t_a, t_b
 
+
+def speedup_from_samples(t_a, t_b, *, threads: int = 1, confidence: float = 0.95,
+                         seed: int = 0) -> SpeedupResult:
+    """The :class:`SpeedupResult` of paired per-call times (ms) of a reference ``t_a`` and a
+    candidate ``t_b`` (same length, timed interleaved): ratio of medians and its paired
+    bootstrap interval, as :func:`compare_latency` reports it."""
+    t_a, t_b = np.asarray(t_a, dtype=float), np.asarray(t_b, dtype=float)
+    if t_a.shape != t_b.shape or t_a.ndim != 1 or t_a.size < 3:
+        raise ValueError(f"paired samples of equal length >= 3 expected, got {t_a.shape} and "
+                         f"{t_b.shape}")
+    rounds = t_a.size
     speedup = float(np.median(t_a) / np.median(t_b))
     rng = np.random.default_rng(seed)
     idx = rng.integers(0, rounds, size=(_BOOTSTRAP_RESAMPLES, rounds))

@@ -22,6 +22,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from navya.models.pruned import masked_tensor_names
+
 __all__ = [
     "MacStats",
     "ParamStats",
@@ -204,26 +206,6 @@ class SizeStats:
         return self.size_zip_bytes / _MB
 
 
-def _pruned_tensor_names(model: nn.Module) -> list[str]:
-    """Names of parameters still under ``torch.nn.utils.prune`` reparametrization."""
-    from torch.nn.utils import prune
-
-    found = []
-    for mod_name, module in model.named_modules():
-        prefix = f"{mod_name}." if mod_name else ""
-        hooked = {
-            hook._tensor_name
-            for hook in module._forward_pre_hooks.values()
-            if isinstance(hook, prune.BasePruningMethod)
-        }
-        buffers = dict(module.named_buffers(recurse=False))
-        for name, _ in module.named_parameters(recurse=False):
-            base = name[: -len("_orig")] if name.endswith("_orig") else None
-            if base is not None and (base in hooked or f"{base}_mask" in buffers):
-                found.append(prefix + base)
-    return found
-
-
 def serialized_size(model: nn.Module) -> SizeStats:
     """Bytes of ``torch.save(model.state_dict())``, the artifact a user ships, and zlib size.
 
@@ -238,7 +220,7 @@ def serialized_size(model: nn.Module) -> SizeStats:
             ``weight_mask`` in the state dict): it stores every pruned tensor twice plus a
             mask, so the size would double. Call ``torch.nn.utils.prune.remove`` first.
     """
-    pruned = _pruned_tensor_names(model)
+    pruned = masked_tensor_names(model)
     if pruned:
         raise ValueError(
             "model still has pruning masks attached (*_orig / *_mask in its state dict) for "

@@ -24,13 +24,18 @@ import torch
 from torch import nn
 
 from navya._io import atomic_write_bytes
+from navya.errors import NavyaError
 from navya.models.ssdlite import SSDLite, build_model
+
+#: The reference checkpoint navya ships (SSD-Lite MobileNetV2 trained on the synthetic set).
+DEFAULT_CHECKPOINT = (Path(__file__).resolve().parents[1] / "checkpoints"
+                      / "ssdlite_mobilenet_v2.pt")
 
 FORMAT = "navya-checkpoint"
 FORMAT_VERSION = 1
 
 
-class CheckpointError(ValueError):
+class CheckpointError(NavyaError, ValueError):
     """A checkpoint that cannot be read or does not fit the requested model."""
 
 
@@ -60,6 +65,21 @@ def sha256_file(path: str | os.PathLike) -> str:
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
+    return h.hexdigest()
+
+
+def state_fingerprint(model: nn.Module) -> str:
+    """A SHA-1 of ``model``'s class name and state dict (names, dtypes, shapes and the values
+    of every non-quantized tensor): equal for two models with the same weights. A cache key
+    (a fine-tune, a reference score), not a file checksum (:func:`sha256_file`)."""
+    h = hashlib.sha1()
+    h.update(type(model).__qualname__.encode())
+    for k, v in model.state_dict().items():
+        h.update(k.encode())
+        t = v.detach().cpu().contiguous()
+        h.update(str((t.dtype, tuple(t.shape))).encode())
+        if not t.is_quantized:
+            h.update(t.view(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     return h.hexdigest()
 
 
@@ -146,7 +166,7 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[SSDLite, Checkpoint]:
         raise CheckpointError(f"{ckpt.path}: cannot rebuild the model it describes: {exc}") from exc
     shapes = ckpt.meta.get("pruned_shapes")
     if shapes:  # a structurally pruned model: give the fresh layers the recorded shapes first
-        from navya.compress.prune import PruningError, apply_pruned_shapes
+        from navya.models.pruned import PruningError, apply_pruned_shapes
 
         try:
             apply_pruned_shapes(model, shapes)

@@ -29,13 +29,13 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from navya._io import atomic_write_bytes, atomic_write_text
+from navya.compress.base import CompressContext
 from navya.compress.quantize import (
     PTQConfig,
     QuantizationError,
     quantize_static,
     sensitivity_blocks,
 )
-from navya.compress.variants import CompressContext
 
 __all__ = [
     "SensitivityRow",

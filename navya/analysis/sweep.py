@@ -34,16 +34,16 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from navya._io import atomic_write_bytes
+from navya.compress.base import CompressContext
 from navya.compress.prune import (
     PruningError,
     StructuredConfig,
     UnstructuredConfig,
-    _fingerprint,
     check_prunable,
     prune_structured,
     prune_unstructured,
 )
-from navya.compress.variants import CompressContext
+from navya.models.checkpoint import state_fingerprint
 
 __all__ = ["METHODS", "SweepRow", "plot_sweep", "ratios_from_percent", "sweep", "write_sweep_csv"]
 
@@ -173,7 +173,7 @@ def sweep(model: nn.Module, eval_dataset: Dataset, *, method: str, ratios: Seque
 
     reference = model  # evaluate_model restores its train/eval mode
     # the unpruned score is shared by the sweeps of several methods run with one context
-    key = ("navya.sweep.reference", _fingerprint(model), id(eval_dataset), eval_images,
+    key = ("navya.sweep.reference", state_fingerprint(model), id(eval_dataset), eval_images,
            tuple(names))
     if key not in context.cache:
         context.cache[key] = score(reference)

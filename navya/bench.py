@@ -1,0 +1,784 @@
+"""The measurement engine: one run, each variant built once, each figure computed once.
+
+A :class:`Bench` holds one run over one :class:`Workload` (the fp32 reference, the evaluation
+images, the train split for calibration and fine-tunes). Ask it for a figure of a variant
+(:meth:`Bench.evaluation`, :meth:`Bench.stats`, :meth:`Bench.speedup`, ...) and it builds the
+variant (through :mod:`navya.catalogue`) and computes the figure the first time, then answers
+from its cache: the key is a typed :class:`Fig` and the variant name, never a string. Rows
+(:meth:`Bench.row`) have one schema, the :class:`~navya.metrics.measure.Measurement` fields
+followed by the same-run figures of :data:`SAME_RUN_FIELDS`; budget and baseline comparisons
+return :class:`Verdict` values. Nothing here imports pytest: :mod:`navya.suite` turns verdicts
+into test outcomes, ``navya measure`` prints rows, :mod:`navya.report` writes them.
+
+Protocol (DESIGN.md, "Measurement protocol"):
+
+- **Accuracy**: VOC AP at IoU 0.5 per class (all-point) and mAP (all-point and VOC07
+  11-point) on the workload's evaluation images, with all cores (it is not timed).
+- **Cost figures** use the first ``batch_size`` evaluation images as a list (the detector's
+  input); MACs, latency and memory of the network alone use ``model.preprocess(images)``.
+- **Latency** at ``settings.threads`` intra-op threads: a never-run copy of the model
+  (:func:`~navya.runtime.timing_copy`) first called at that thread count, ``warmup`` untimed
+  calls, ``rounds`` timed ones. A variant's **speedup** is timed interleaved with the
+  reference in this process (:func:`~navya.metrics.latency.compare_latency`); its latency
+  row comes from that same comparison.
+- **Memory**: memray peak of one call; peak RSS of a fresh subprocess (optional).
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+import os
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+from navya.budgets import (
+    BUDGET_KEYS,
+    DEFAULT_TOLERANCES,
+    BudgetCheck,
+    Budgets,
+    baseline_path,
+    compare_baseline,
+    provenance_mismatch,
+    read_baseline,
+    write_baseline,
+)
+from navya.errors import NavyaError
+from navya.metrics.measure import ROW_FIELDS, Measurement, cpu_model, git_commit, utc_now
+
+__all__ = [
+    "REFERENCE",
+    "SAME_RUN_FIELDS",
+    "Bench",
+    "BenchError",
+    "BenchSettings",
+    "Fig",
+    "Verdict",
+    "Workload",
+    "load_workload",
+    "measure",
+    "row_columns",
+]
+
+REFERENCE = "fp32"
+
+#: Figures of a row that compare a variant with the reference in the same run, and its
+#: verdict; they follow the :data:`~navya.metrics.measure.ROW_FIELDS` in every row.
+SAME_RUN_FIELDS: tuple[str, ...] = (
+    "map_drop_points",  # (reference mAP - mAP) * 100, points
+    "size_ratio",  # size(reference) / size(variant), serialized artifact
+    "zip_size_ratio",  # the same, zlib-compressed
+    "macs_reduction",  # 1 - macs(variant) / macs(reference)
+    "speedup",  # t(reference) / t(variant), interleaved in this run
+    "speedup_ci_low",
+    "speedup_ci_high",
+    "transform_s",  # seconds the variant's transform took (calibration, fine-tune)
+    "status",  # PASS / FAIL: <keys> / NO BUDGET / reference / not checked
+)
+AP_PREFIX = "ap_"
+
+
+def row_columns(class_names: Sequence[str]) -> list[str]:
+    """The header of a row: the Measurement fields, the same-run fields, ``ap_<class>``."""
+    return [*ROW_FIELDS, *SAME_RUN_FIELDS, *(AP_PREFIX + c for c in class_names)]
+
+
+class Fig(enum.Enum):
+    """What the engine caches per variant (and per thread count for timed copies)."""
+
+    MODEL = "model"
+    TRANSFORM_S = "transform seconds"
+    TIMED_MODEL = "timed model"
+    EVALUATION = "evaluation"
+    STATS = "stats"
+    SPEEDUP = "speedup"
+    LATENCY = "latency"
+    NET_LATENCY = "network latency"
+    PEAK_MEM = "peak memory"
+    RSS = "peak RSS"
+
+
+#: Figures that hold a model; :meth:`Bench.release` drops them, the numbers stay.
+_MODEL_FIGS = (Fig.MODEL, Fig.TIMED_MODEL)
+
+
+class BenchError(NavyaError, ValueError):
+    """Settings or a workload that cannot be measured (e.g. the model's classes differ from
+    the data's)."""
+
+
+@dataclass(frozen=True)
+class BenchSettings:
+    """How a run measures. ``threads`` is the timing thread count (1: the embedded case)."""
+
+    threads: int = 1
+    rounds: int = 30
+    warmup: int = 5
+    batch_size: int = 1
+    eval_batch_size: int = 8
+    rss: bool = True
+    progress: bool = False
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name, low in (("threads", 1), ("rounds", 3), ("warmup", 0), ("batch_size", 1),
+                          ("eval_batch_size", 1)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise BenchError(f"BenchSettings.{name} must be an integer >= {low}, "
+                                 f"got {value!r}")
+
+
+class _UInt8Images(Dataset):
+    """Evaluation images decoded once and kept as uint8 (every variant is scored on them)."""
+
+    def __init__(self, dataset: Dataset):
+        self.dataset = dataset
+        self.class_names = tuple(dataset.class_names)
+        self._images: dict[int, torch.Tensor] = {}
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def target(self, i: int) -> dict:
+        return self.dataset.target(i)
+
+    def __getitem__(self, i: int):
+        if i not in self._images:
+            img, _ = self.dataset[i]
+            self._images[i] = (img * 255).round().to(torch.uint8)
+        return self._images[i].float() / 255, self.dataset.target(i)
+
+
+@dataclass
+class Workload:
+    """What a run measures on: the reference model and the data.
+
+    Accuracy is scored on the first ``eval_images`` items of ``eval_dataset`` (all when
+    None). ``provenance`` is what deterministic figures depend on (checkpoint sha256, data
+    fingerprint, split, number of evaluation images, torch version); ``notes`` are warnings a
+    person should read (a fingerprint mismatch, no train split).
+    """
+
+    reference: nn.Module
+    eval_dataset: Dataset
+    train_dataset: Dataset | None = None
+    provenance: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    eval_images: int | None = None
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        return tuple(self.eval_dataset.class_names)
+
+    @property
+    def eval_count(self) -> int:
+        n = len(self.eval_dataset)
+        return n if self.eval_images is None else min(n, self.eval_images)
+
+
+def load_workload(checkpoint: str | os.PathLike, data: str | os.PathLike, *, split: str = "val",
+                  eval_images: int | None = 500, train_split: str | None = "train") -> Workload:
+    """The workload of a checkpoint and a VOC folder (the train split feeds calibration)."""
+    from navya.data.synthetic import read_fingerprint
+    from navya.data.voc import VOCDataset
+    from navya.models import load_checkpoint
+    from navya.models.checkpoint import sha256_file
+
+    reference, ckpt = load_checkpoint(checkpoint)
+    names = ckpt.class_names or None
+    eval_set = VOCDataset(data, split, class_names=names, limit=eval_images)
+    fingerprint = read_fingerprint(eval_set.voc_dir)
+    notes = []
+    trained_on = ckpt.meta.get("data_fingerprint")
+    if trained_on and fingerprint and trained_on != fingerprint:
+        notes.append(f"WARNING: data fingerprint {fingerprint[:12]} differs from the one the "
+                     f"checkpoint was trained with ({trained_on[:12]}): accuracy figures and "
+                     "baselines are not comparable")
+    train = None
+    if train_split:
+        try:
+            train = VOCDataset(data, train_split, class_names=names)
+        except NavyaError as exc:
+            notes.append(f"no {train_split} split in {data} ({exc}): variants that calibrate "
+                         "or fine-tune cannot be built")
+    if len(eval_set.class_names) != reference.num_classes - 1:
+        raise BenchError(
+            f"{ckpt.path}: the model has {reference.num_classes - 1} classes, the data "
+            f"{len(eval_set.class_names)} ({', '.join(eval_set.class_names)})")
+    provenance = {
+        "checkpoint_sha256": sha256_file(ckpt.path),
+        "data_fingerprint": fingerprint,
+        "eval_images": len(eval_set),
+        "split": split,
+        "torch_version": torch.__version__,
+    }
+    return Workload(reference.eval(), _UInt8Images(eval_set), train, provenance, notes)
+
+
+
+
+# -- verdicts --------------------------------------------------------------------------------
+
+
+class Outcome(enum.Enum):
+    PASS = "pass"
+    FAIL = "fail"
+    ERROR = "error"  # the figure could not be computed
+    UPDATED = "updated"  # a baseline was rewritten (explicit --navya-update-baselines)
+    NOT_APPLICABLE = "not applicable"  # e.g. the reference against itself
+    NO_BUDGET = "no budget"
+    NO_BASELINE = "no baseline"
+    NOT_COMPARABLE = "not comparable"  # a baseline of another provenance or machine
+
+    @property
+    def skipped(self) -> bool:
+        return self in (Outcome.NOT_APPLICABLE, Outcome.NO_BUDGET, Outcome.NO_BASELINE,
+                        Outcome.NOT_COMPARABLE)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The result of one check of one variant: a budget key, or ``baseline``.
+
+    ``measured``/``limit`` are set for budget checks. ``message`` is what a person reads (the
+    suite shows it as the failure or skip reason).
+    """
+
+    variant: str
+    key: str
+    outcome: Outcome
+    message: str
+    measured: float | None = None
+    limit: float | None = None
+
+    @property
+    def passed(self) -> bool:
+        return self.outcome in (Outcome.PASS, Outcome.UPDATED)
+
+    @property
+    def failed(self) -> bool:
+        return self.outcome in (Outcome.FAIL, Outcome.ERROR)
+
+
+# -- the engine ------------------------------------------------------------------------------
+
+
+class Bench:
+    """One measurement run over ``workload``.
+
+    Args:
+        workload: the reference model and the data.
+        settings: how figures are measured.
+        budgets: budgets and tolerances (:func:`navya.budgets.load_budgets`); None: every
+            budget check says NO BUDGET.
+        baselines_dir: the folder of deterministic baselines; None: NO BASELINE.
+        models: prebuilt models by name, used instead of the catalogue's variants (e.g.
+            ``navya measure`` of a model built elsewhere). The reference name maps to
+            ``workload.reference`` unless given here.
+        reference: the name of the reference row (default ``fp32``).
+    """
+
+    def __init__(self, workload: Workload, settings: BenchSettings | None = None, *,
+                 budgets: Budgets | None = None, baselines_dir: str | os.PathLike | None = None,
+                 models: Mapping[str, nn.Module] | None = None, reference: str = REFERENCE):
+        from navya.catalogue import CompressContext
+
+        self.workload = workload
+        self.settings = settings or BenchSettings()
+        self.budgets = budgets
+        self.baselines_dir = None if baselines_dir is None else Path(baselines_dir)
+        self.reference = reference
+        self._models = dict(models or {})
+        self._models.setdefault(reference, workload.reference)
+        self.context = CompressContext(train_dataset=workload.train_dataset,
+                                       progress=self.settings.progress, seed=self.settings.seed)
+        self._cache: dict[tuple[Fig, str, int], Any] = {}
+        self.verdicts: dict[str, dict[str, Verdict]] = {}
+        self.order: list[str] = []  # variants in the order they were first measured
+        self.errors: dict[str, str] = {}
+
+    # -- cache --
+
+    def _cached(self, fig: Fig, variant: str, compute: Callable[[], Any], threads: int = 0):
+        key = (fig, variant, threads)
+        if key not in self._cache:
+            if variant not in self.order:
+                self.order.append(variant)
+            try:
+                self._cache[key] = compute()
+            except Exception as exc:
+                self.errors.setdefault(variant, f"{fig.value}: {type(exc).__name__}: {exc}")
+                raise
+        return self._cache[key]
+
+    def has(self, fig: Fig, variant: str, threads: int = 0) -> bool:
+        return (fig, variant, threads) in self._cache
+
+    def peek(self, fig: Fig, variant: str, threads: int = 0) -> Any:
+        """A figure if it was computed, else None (computes nothing)."""
+        return self._cache.get((fig, variant, threads))
+
+    def release(self, variant: str) -> None:
+        """Drop the models of ``variant`` (its figures stay); the reference is kept."""
+        if variant == self.reference:
+            return
+        for key in [k for k in self._cache if k[0] in _MODEL_FIGS and k[1] == variant]:
+            del self._cache[key]
+
+    # -- inputs --
+
+    @property
+    def images(self) -> list[torch.Tensor]:
+        """The cost figures' input: the first ``batch_size`` evaluation images."""
+        if not hasattr(self, "_images"):
+            n = self.settings.batch_size
+            if len(self.workload.eval_dataset) < n:
+                raise ValueError(f"the evaluation set has {len(self.workload.eval_dataset)} "
+                                 f"images, fewer than batch_size {n}")
+            self._images = [self.workload.eval_dataset[i][0] for i in range(n)]
+        return self._images
+
+    # -- figures --
+
+    def config_dict(self, variant: str) -> dict[str, Any] | None:
+        """The variant's config as a dict (None for a prebuilt model)."""
+        if variant in self._models:
+            return None
+        from navya.catalogue import get_variant
+
+        return get_variant(variant).config_dict()
+
+    def model(self, variant: str) -> nn.Module:
+        """The variant's model in eval mode (built once; the transform time is recorded)."""
+
+        def build():
+            if variant in self._models:
+                self._cache[(Fig.TRANSFORM_S, variant, 0)] = 0.0
+                return self._models[variant].eval()
+            from navya.catalogue import get_variant
+
+            spec = get_variant(variant)
+            t0 = time.perf_counter()
+            m = spec.apply(self.workload.reference, self.context)
+            self._cache[(Fig.TRANSFORM_S, variant, 0)] = time.perf_counter() - t0
+            return m.eval()
+
+        return self._cached(Fig.MODEL, variant, build)
+
+    def timed_model(self, variant: str, threads: int | None = None) -> nn.Module:
+        """The copy of the variant's model that is timed at ``threads`` intra-op threads.
+
+        A never-run :func:`~navya.runtime.timing_copy` whose first call runs at ``threads``
+        (eager INT8 kernels are built for the thread count of their first call; the model of
+        :meth:`model` was evaluated with all cores), one per thread count.
+        """
+        from navya.runtime import num_threads, timing_copy
+
+        threads = threads or self.settings.threads
+
+        def build():
+            m = timing_copy(self.model(variant))
+            with num_threads(threads), torch.inference_mode():
+                m(self.images)
+            return m
+
+        return self._cached(Fig.TIMED_MODEL, variant, build, threads)
+
+    def evaluation(self, variant: str):
+        """VOC evaluation (:class:`~navya.metrics.detection.VOCEvaluation`) on the workload."""
+        from navya.metrics.evaluate import evaluate_model
+        from navya.runtime import num_threads
+
+        def run():
+            with num_threads(os.cpu_count() or 1):
+                return evaluate_model(self.model(variant), self.workload.eval_dataset,
+                                      class_names=self.workload.class_names,
+                                      batch_size=self.settings.eval_batch_size,
+                                      limit=self.workload.eval_images,
+                                      progress=self.settings.progress)
+
+        return self._cached(Fig.EVALUATION, variant, run)
+
+    def map(self, variant: str) -> float:
+        return float(self.evaluation(variant).map("all-point"))
+
+    def map_drop_points(self, variant: str) -> float:
+        return (self.map(self.reference) - self.map(variant)) * 100.0
+
+    def stats(self, variant: str) -> dict[str, Any]:
+        """Parameters, sparsity, serialized size and MACs of the variant."""
+        from navya.metrics.model_stats import count_macs, param_stats, serialized_size
+
+        def run():
+            m = self.model(variant)
+            ps, size = param_stats(m), serialized_size(m)
+            with torch.inference_mode():
+                x = m.preprocess(self.images)
+            macs = count_macs(m.core, (x,))
+            return {"params": ps.params, "nonzero_params": ps.nonzero_params,
+                    "sparsity": ps.sparsity, "prunable_sparsity": ps.prunable_sparsity,
+                    "size_bytes": size.size_bytes, "size_zip_bytes": size.size_zip_bytes,
+                    "size_mb": size.size_mb, "size_zip_mb": size.size_zip_mb,
+                    "macs": macs.macs, "effective_macs": macs.effective_macs}
+
+        return self._cached(Fig.STATS, variant, run)
+
+    def size_ratio(self, variant: str) -> float:
+        return self.stats(self.reference)["size_bytes"] / self.stats(variant)["size_bytes"]
+
+    def zip_size_ratio(self, variant: str) -> float:
+        return self.stats(self.reference)["size_zip_bytes"] / self.stats(variant)["size_zip_bytes"]
+
+    def macs_reduction(self, variant: str) -> float:
+        return 1 - self.stats(variant)["macs"] / self.stats(self.reference)["macs"]
+
+    def speedup(self, variant: str):
+        """Reference vs ``variant`` end to end, interleaved in this run
+        (:class:`~navya.metrics.latency.SpeedupResult`)."""
+        from navya.metrics.latency import compare_latency
+
+        def run():
+            t = self.settings.threads
+            ref, m, imgs = self.timed_model(self.reference, t), self.timed_model(variant, t), \
+                self.images
+            return compare_latency(lambda: ref(imgs), lambda: m(imgs), threads=t,
+                                   rounds=self.settings.rounds, warmup=self.settings.warmup)
+
+        return self._cached(Fig.SPEEDUP, variant, run)
+
+    def latency(self, variant: str):
+        """End-to-end latency at the timing thread count: from the variant's same-run
+        comparison when there is one (the reference: from the first comparison)."""
+        from navya.metrics.latency import measure_latency
+
+        sp = self.peek(Fig.SPEEDUP, variant)
+        if sp is not None:
+            return sp.b
+        if variant == self.reference:
+            first = next((v for (f, _, _), v in self._cache.items() if f is Fig.SPEEDUP), None)
+            if first is not None:
+                return first.a
+        t, imgs = self.settings.threads, self.images
+
+        def run():
+            m = self.timed_model(variant, t)
+            return measure_latency(lambda: m(imgs), threads=t, rounds=self.settings.rounds,
+                                   warmup=self.settings.warmup)
+
+        return self._cached(Fig.LATENCY, variant, run)
+
+    def net_latency(self, variant: str):
+        """Latency of the network alone (``model.core`` on preprocessed images)."""
+        from navya.metrics.latency import measure_latency
+
+        def run():
+            t = self.settings.threads
+            m = self.timed_model(variant, t)
+            with torch.inference_mode():
+                x = m.preprocess(self.images)
+            return measure_latency(lambda: m.core(x), threads=t, rounds=self.settings.rounds,
+                                   warmup=self.settings.warmup)
+
+        return self._cached(Fig.NET_LATENCY, variant, run)
+
+    def peak_mem_mb(self, variant: str) -> float:
+        """memray peak of one end-to-end call at the timing thread count, MB."""
+        from navya.metrics.memory import peak_alloc_mb
+        from navya.runtime import num_threads
+
+        def run():
+            m, imgs = self.model(variant), self.images
+            with num_threads(self.settings.threads), torch.inference_mode():
+                return float(peak_alloc_mb(lambda: m(imgs)))
+
+        return self._cached(Fig.PEAK_MEM, variant, run)
+
+    def rss_mb(self, variant: str) -> float | None:
+        """Peak RSS of a fresh subprocess running the variant (None when switched off)."""
+        from navya.metrics.memory import subprocess_peak_rss_mb
+
+        if not self.settings.rss:
+            return None
+        return self._cached(Fig.RSS, variant, lambda: float(subprocess_peak_rss_mb(
+            self.model(variant), (self.images,), threads=self.settings.threads)))
+
+    # -- budget figures --
+
+    #: budget key -> the engine method that measures it
+    BUDGET_FIGURES: dict[str, str] = {
+        "max_map_drop_points": "map_drop_points",
+        "min_size_ratio": "size_ratio",
+        "min_zip_size_ratio": "zip_size_ratio",
+        "min_speedup": "speedup_value",
+        "max_peak_mem_mb": "peak_mem_mb",
+        "min_macs_reduction": "macs_reduction",
+    }
+
+    def speedup_value(self, variant: str) -> float:
+        return float(self.speedup(variant).speedup)
+
+    def budget_figure(self, variant: str, key: str) -> float:
+        """The measured value that budget ``key`` limits."""
+        if key not in self.BUDGET_FIGURES:
+            raise KeyError(f"unknown budget key {key!r}; known: {', '.join(BUDGET_KEYS)}")
+        return float(getattr(self, self.BUDGET_FIGURES[key])(variant))
+
+    # -- rows --
+
+    def measurement(self, variant: str) -> Measurement:
+        """The complete :class:`Measurement` of a variant (computes what is missing)."""
+        ev, st = self.evaluation(variant), self.stats(variant)
+        lat, net = self.latency(variant), self.net_latency(variant)
+        peak, rss = self.peak_mem_mb(variant), self.rss_mb(variant)
+        model = self.model(variant)
+        ap = ev.ap["all-point"]
+        s = self.settings
+        return Measurement(
+            name=variant,
+            map=float(ev.map("all-point")),
+            map_voc07=float(ev.map("voc07")),
+            eval_images=self.workload.eval_count,
+            macs=int(st["macs"]),
+            effective_macs=int(st["effective_macs"]),
+            params=int(st["params"]),
+            nonzero_params=int(st["nonzero_params"]),
+            sparsity=float(st["sparsity"]),
+            prunable_sparsity=float(st["prunable_sparsity"]),
+            size_mb=float(st["size_mb"]),
+            size_zip_mb=float(st["size_zip_mb"]),
+            peak_mem_mb=peak,
+            rss_mb=rss,
+            latency_ms_median=lat.median_ms,
+            latency_ms_mean=lat.mean_ms,
+            latency_ms_std=lat.std_ms,
+            latency_ms_p95=lat.p95_ms,
+            latency_ms_min=lat.min_ms,
+            fps=s.batch_size * 1000.0 / lat.median_ms if lat.median_ms > 0 else math.inf,
+            net_latency_ms_median=net.median_ms,
+            latency_rounds=lat.rounds,
+            threads=s.threads,
+            batch_size=s.batch_size,
+            quantized_engine=str(getattr(model, "quantized_engine", None)
+                                 or torch.backends.quantized.engine),
+            torch_version=str(torch.__version__),
+            cpu_model=cpu_model(),
+            git_commit=self._git_commit(),
+            timestamp=utc_now(),
+            ap_per_class={c: float(ap[c]) for c in self.workload.class_names},
+        )
+
+    def _git_commit(self) -> str | None:
+        if not hasattr(self, "_commit"):
+            self._commit = git_commit()
+        return self._commit
+
+    def row(self, variant: str, *, complete: bool = False) -> dict[str, Any]:
+        """One row of :func:`row_columns`: with ``complete``, every figure (computed now if
+        needed); otherwise what this run has computed so far (None elsewhere)."""
+        names = self.workload.class_names
+        if complete:
+            out = self.measurement(variant).to_row()
+        else:
+            out = dict.fromkeys(row_columns(names))
+            out.update(name=variant, threads=self.settings.threads,
+                       batch_size=self.settings.batch_size, torch_version=torch.__version__,
+                       cpu_model=cpu_model(), latency_rounds=self.settings.rounds,
+                       eval_images=self.workload.eval_count)
+            ev = self.peek(Fig.EVALUATION, variant)
+            if ev is not None:
+                ap = ev.ap["all-point"]
+                out.update(map=float(ev.map("all-point")), map_voc07=float(ev.map("voc07")),
+                           **{AP_PREFIX + c: float(ap[c]) for c in names})
+            st = self.peek(Fig.STATS, variant)
+            if st is not None:
+                out.update({k: st[k] for k in ("macs", "effective_macs", "params",
+                                               "nonzero_params", "sparsity",
+                                               "prunable_sparsity", "size_mb", "size_zip_mb")})
+            lat = self.peek(Fig.SPEEDUP, variant)
+            lat = lat.b if lat is not None else self.peek(Fig.LATENCY, variant)
+            if lat is None and variant == self.reference:
+                lat = next((v.a for (f, _, _), v in self._cache.items() if f is Fig.SPEEDUP),
+                           None)
+            if lat is not None:
+                out.update(latency_ms_median=lat.median_ms, latency_ms_mean=lat.mean_ms,
+                           latency_ms_std=lat.std_ms, latency_ms_p95=lat.p95_ms,
+                           latency_ms_min=lat.min_ms, latency_rounds=lat.rounds,
+                           fps=self.settings.batch_size * 1000.0 / lat.median_ms)
+            net = self.peek(Fig.NET_LATENCY, variant)
+            if net is not None:
+                out["net_latency_ms_median"] = net.median_ms
+            out["peak_mem_mb"] = self.peek(Fig.PEAK_MEM, variant)
+            out["rss_mb"] = self.peek(Fig.RSS, variant)
+            m = self.peek(Fig.MODEL, variant)
+            if m is not None:
+                out["quantized_engine"] = str(getattr(m, "quantized_engine", None)
+                                              or torch.backends.quantized.engine)
+        out.update(self._same_run(variant))
+        return out
+
+    def _same_run(self, variant: str) -> dict[str, Any]:
+        out: dict[str, Any] = dict.fromkeys(SAME_RUN_FIELDS)
+        ref = self.reference
+        ev, ref_ev = self.peek(Fig.EVALUATION, variant), self.peek(Fig.EVALUATION, ref)
+        if ev is not None and ref_ev is not None:
+            out["map_drop_points"] = (ref_ev.map("all-point") - ev.map("all-point")) * 100.0
+        st, ref_st = self.peek(Fig.STATS, variant), self.peek(Fig.STATS, ref)
+        if st is not None and ref_st is not None:
+            out["size_ratio"] = ref_st["size_bytes"] / st["size_bytes"]
+            out["zip_size_ratio"] = ref_st["size_zip_bytes"] / st["size_zip_bytes"]
+            out["macs_reduction"] = 1 - st["macs"] / ref_st["macs"]
+        sp = self.peek(Fig.SPEEDUP, variant)
+        if sp is not None:
+            out.update(speedup=sp.speedup, speedup_ci_low=sp.ci_low, speedup_ci_high=sp.ci_high)
+        out["transform_s"] = self.peek(Fig.TRANSFORM_S, variant)
+        out["status"] = self.status(variant)
+        return out
+
+    def rows(self, variants: Sequence[str] | None = None, *,
+             complete: bool = False) -> list[dict[str, Any]]:
+        """Rows of ``variants`` (default: every variant this run measured, in order)."""
+        return [self.row(v, complete=complete) for v in (variants or self.order)]
+
+    def class_ap(self, variant: str) -> dict[str, float | None] | None:
+        """AP per class (None for a class without ground truth), if evaluated."""
+        ev = self.peek(Fig.EVALUATION, variant)
+        if ev is None:
+            return None
+        return {c: (None if math.isnan(a) else float(a)) for c, a in ev.ap["all-point"].items()}
+
+    # -- verdicts --
+
+    def _record(self, verdict: Verdict) -> Verdict:
+        self.verdicts.setdefault(verdict.variant, {})[verdict.key] = verdict
+        return verdict
+
+    def check_budget(self, variant: str, key: str) -> Verdict:
+        """Compare the variant's figure with its budget ``key``; measures what it needs."""
+        if key not in BUDGET_KEYS:
+            raise KeyError(f"unknown budget key {key!r}; known: {', '.join(BUDGET_KEYS)}")
+        if variant == self.reference and key != "max_peak_mem_mb":
+            return self._record(Verdict(
+                variant, key, Outcome.NOT_APPLICABLE,
+                f"{variant} is the reference that {key} is measured against"))
+        limit = None if self.budgets is None else self.budgets.for_variant(variant).get(key)
+        try:
+            measured = self.budget_figure(variant, key)
+        except Exception as exc:
+            self._record(Verdict(variant, key, Outcome.ERROR,
+                                 f"{key} of {variant!r} could not be measured: {exc}"))
+            raise
+        if limit is None:
+            where = self.budgets.path if self.budgets is not None else "the budgets"
+            return self._record(Verdict(
+                variant, key, Outcome.NO_BUDGET,
+                f"NO BUDGET: variant {variant!r} has no {key} in {where}; measured "
+                f"{measured:.4g} (add it to guard this figure)", measured=measured))
+        check = BudgetCheck(variant, key, measured, limit)
+        return self._record(Verdict(variant, key, Outcome.PASS if check.passed else Outcome.FAIL,
+                                    check.message(), measured=measured, limit=limit))
+
+    def deterministic_figures(self, variant: str) -> dict[str, Any]:
+        """The figures a baseline holds: mAP (both), AP per class, size, MACs, sparsity,
+        parameters."""
+        ev, s = self.evaluation(variant), self.stats(variant)
+        ap = {c: (None if math.isnan(v) else float(v)) for c, v in ev.ap["all-point"].items()}
+        return {"map": float(ev.map("all-point")), "map_voc07": float(ev.map("voc07")),
+                "ap": ap,
+                **{k: s[k] for k in ("size_bytes", "size_zip_bytes", "macs", "effective_macs",
+                                     "params", "nonzero_params", "sparsity",
+                                     "prunable_sparsity")}}
+
+    def provenance(self, variant: str) -> dict[str, Any]:
+        """What the variant's deterministic figures depend on (the workload's provenance and
+        the variant's config)."""
+        return {**self.workload.provenance, "config": self.config_dict(variant)}
+
+    def check_baseline(self, variant: str, *, update: bool = False) -> Verdict:
+        """Compare the deterministic figures with the committed baseline (or rewrite it)."""
+        if self.baselines_dir is None:
+            return self._record(Verdict(variant, "baseline", Outcome.NO_BASELINE,
+                                        "NO BASELINE: no baselines folder was given"))
+        path = baseline_path(self.baselines_dir, variant)
+        figures = self.deterministic_figures(variant)
+        provenance = self.provenance(variant)
+        if update:
+            write_baseline(path, variant, figures, provenance)
+            return self._record(Verdict(variant, "baseline", Outcome.UPDATED,
+                                        f"baseline of {variant!r} rewritten: {path}"))
+        baseline = read_baseline(path)
+        if baseline is None:
+            return self._record(Verdict(
+                variant, "baseline", Outcome.NO_BASELINE,
+                f"NO BASELINE for variant {variant!r} ({path}): record one with "
+                "--navya-update-baselines"))
+        mismatch = provenance_mismatch(baseline, provenance)
+        if mismatch:
+            return self._record(Verdict(
+                variant, "baseline", Outcome.NOT_COMPARABLE,
+                f"BASELINE NOT COMPARABLE for {variant!r}: {'; '.join(mismatch)}; refresh it "
+                "explicitly with --navya-update-baselines"))
+        tolerances = (self.budgets.tolerances if self.budgets is not None
+                      else DEFAULT_TOLERANCES)
+        deviations = compare_baseline(variant, baseline, figures, tolerances)
+        if deviations:
+            return self._record(Verdict(
+                variant, "baseline", Outcome.FAIL,
+                f"deterministic figures moved from the baseline {path}:\n"
+                + "\n".join(d.message() for d in deviations)))
+        return self._record(Verdict(variant, "baseline", Outcome.PASS,
+                                    f"{variant!r} matches its baseline {path}"))
+
+    def status(self, variant: str) -> str:
+        """``FAIL: <keys>`` / ``ERROR: <what>`` / ``PASS`` / ``reference`` / ``NO BUDGET`` /
+        ``not checked``, from the verdicts recorded so far."""
+        verdicts = self.verdicts.get(variant, {})
+        failed = [k for k, v in verdicts.items() if v.failed]
+        if failed:
+            return "FAIL: " + ",".join(failed)
+        if variant in self.errors:
+            return "ERROR: " + self.errors[variant]
+        if any(v.outcome is Outcome.PASS and v.limit is not None for v in verdicts.values()):
+            return "PASS"
+        if variant == self.reference:
+            return "reference"
+        return "NO BUDGET" if verdicts else "not checked"
+
+
+def measure(model: nn.Module, dataset: Dataset, *, name: str, threads: int = 1,
+            batch_size: int = 1, eval_images: int | None = None, latency_rounds: int = 30,
+            warmup: int = 5, rss: bool = True, progress: bool = False) -> Measurement:
+    """The complete :class:`Measurement` of one model on ``dataset`` (a one-model run).
+
+    ``dataset`` yields ``(image [3, H, W] in [0, 1], target)`` and has ``class_names``; the
+    accuracy is scored on its first ``eval_images`` items (all when None), the cost figures
+    use its first ``batch_size`` images, timed at ``threads`` threads. The model is used in
+    eval mode and not changed (its training flag is restored).
+
+    Raises:
+        ValueError: invalid settings, or fewer than ``batch_size`` images.
+    """
+    if not name or not isinstance(name, str):
+        raise ValueError(f"name must be a non-empty string, got {name!r}")
+    if eval_images is not None and (isinstance(eval_images, bool)
+                                    or not isinstance(eval_images, int) or eval_images < 1):
+        raise ValueError(f"eval_images must be a positive integer or None, got {eval_images!r}")
+    settings = BenchSettings(threads=threads, rounds=latency_rounds, warmup=warmup,
+                             batch_size=batch_size, rss=rss, progress=progress)
+    if len(dataset) < batch_size:
+        raise ValueError(f"the data set has {len(dataset)} images, fewer than batch_size "
+                         f"{batch_size}")
+    was_training = model.training
+    try:
+        bench = Bench(Workload(model, dataset, eval_images=eval_images), settings,
+                      reference=name)
+        return bench.measurement(name)
+    finally:
+        model.train(was_training)

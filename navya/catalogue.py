@@ -1,0 +1,181 @@
+"""The catalogue: every named variant the suite measures, registered here in one explicit order.
+
+A variant is data: a name, a frozen config, a description and tags. The config's type selects
+the transform (:func:`navya.compress.base.apply_transform`), so adding a variant is one
+:func:`register` call (plus one budgets entry), never a new branch in the suite. The built-in
+variants are registered below, in the order of README.md and ``benchmarks/budgets.toml``;
+tests and plugins may :func:`register` (and :func:`unregister`) their own.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from torch import nn
+
+from navya.compress.base import (
+    CompressContext,
+    Transform,
+    apply_transform,
+    config_to_dict,
+    transform_for,
+)
+from navya.compress.fp32 import ChannelsLastConfig, Fp32Config, FuseConfig
+from navya.compress.prune import (
+    LONG_FINETUNE_ITERS,
+    StructuredConfig,
+    StructuredInt8Config,
+    UnstructuredConfig,
+)
+from navya.compress.quantize import DynamicConfig, HalfConfig, PTQConfig, QATConfig
+from navya.errors import NavyaError
+
+__all__ = [
+    "CompressContext",
+    "UnknownVariantError",
+    "Variant",
+    "apply_variant",
+    "get_variant",
+    "register",
+    "unregister",
+    "variant_names",
+]
+
+
+class UnknownVariantError(NavyaError, KeyError):
+    """A variant name that is not registered; the message lists the known ones."""
+
+    def __str__(self) -> str:  # KeyError quotes its argument; keep the message readable
+        return str(self.args[0])
+
+
+@dataclass(frozen=True)
+class Variant:
+    """A named configuration of a transform: ``apply`` runs the transform registered for
+    ``type(config)``."""
+
+    name: str
+    config: Any
+    description: str = ""
+    tags: tuple[str, ...] = ()  # e.g. ("int8",), ("pruned",), ("slow",) for the long settings
+
+    def __post_init__(self) -> None:
+        if not self.name or any(c.isspace() for c in self.name) or "," in self.name:
+            raise ValueError(f"variant names are non-empty, without spaces or commas: {self.name!r}")
+
+    @property
+    def transform(self) -> Transform:
+        """The transform registered for this variant's config type."""
+        return transform_for(type(self.config))
+
+    def apply(self, model: nn.Module, context: CompressContext | None = None) -> nn.Module:
+        return apply_transform(model, self.config, context)
+
+    def config_dict(self) -> dict[str, Any]:
+        """The config as JSON-compatible data: ``{"type": <config class>, <field>: ...}``."""
+        return config_to_dict(self.config)
+
+
+_REGISTRY: dict[str, Variant] = {}
+
+
+def register(variant: Variant) -> Variant:
+    """Add ``variant`` to the registry; a duplicate name is an error, and so is a config type
+    without a registered transform (:class:`~navya.compress.base.UnknownConfigError`)."""
+    if variant.name in _REGISTRY:
+        raise ValueError(f"variant {variant.name!r} is already registered")
+    transform_for(type(variant.config))
+    _REGISTRY[variant.name] = variant
+    return variant
+
+
+def unregister(name: str) -> None:
+    """Remove a variant (tests and plugins that inject their own)."""
+    _REGISTRY.pop(name, None)
+
+
+def variant_names(tag: str | None = None) -> list[str]:
+    """Registered variant names in registration order, optionally only those tagged ``tag``."""
+    return [n for n, v in _REGISTRY.items() if tag is None or tag in v.tags]
+
+
+def get_variant(name: str) -> Variant:
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise UnknownVariantError(
+            f"unknown variant {name!r}; known variants: {', '.join(_REGISTRY)}"
+        ) from None
+
+
+def apply_variant(name: str, model: nn.Module, context: CompressContext | None = None) -> nn.Module:
+    return get_variant(name).apply(model, context)
+
+
+# -- the built-in variants, in suite order -------------------------------------------------------
+
+# float
+register(Variant("fp32", Fp32Config(), "the float reference", ("float",)))
+register(Variant("fp32-fused", FuseConfig(), "Conv-BN(-ReLU) fused", ("float",)))
+register(Variant("fp32-channels-last", ChannelsLastConfig(), "NHWC memory format", ("float",)))
+
+# INT8 and half precision
+INT8_PTQ = PTQConfig()
+register(Variant(
+    "int8-ptq", INT8_PTQ,
+    "INT8 static PTQ (x86 engine): fused Conv-BN-ReLU, per-tensor weights, histogram "
+    "activations, calibrated on 2% of the train split; post-processing float",
+    ("int8",)))
+register(Variant(
+    "int8-ptq-per-channel", PTQConfig(per_channel=True),
+    "int8-ptq with per-output-channel weights (16 bytes of scale and zero point per channel)",
+    ("int8",)))
+register(Variant(
+    "int8-qat",
+    # lr measured on the shipped checkpoint (500 val, per-tensor weights): 2e-4 lost 0.73 pts,
+    # 2e-4 with distillation 0.85, 5e-5 0.58; int8-ptq alone loses 0.08
+    QATConfig(iterations=50, lr=5e-5, warmup_iters=5, freeze_bn_after=20,
+              freeze_observers_after=35),
+    "INT8 after 50 steps of quantization-aware fine-tuning (batch 16, AdamW 5e-5; BN frozen "
+    "after 20 steps, observers after 35), x86 engine; sized for the suite's time limit "
+    "(a QAT step costs ~3.3 s here)",
+    ("int8",)))
+register(Variant(
+    "int8-qat-long", QATConfig(),
+    "INT8 after 150 steps of quantization-aware fine-tuning (BN frozen after 50 steps, "
+    "observers after 100); tagged slow (~8 min of fine-tuning here)",
+    ("int8", "slow")))
+register(Variant(
+    "int8-dynamic", DynamicConfig(),
+    "dynamic INT8 of Linear/RNN layers only: SSD-Lite has none, so 0 modules are quantized "
+    "and it runs as fp32 (model.quantized_modules reports the count)",
+    ("int8",)))
+register(Variant("bf16", HalfConfig("bf16"),
+                 "core in bfloat16 (Conv-BN fused), float pre/post-processing", ("half",)))
+register(Variant("fp16", HalfConfig("fp16"),
+                 "core in float16 (Conv-BN fused), float pre/post-processing; tagged slow: "
+                 "no native fp16 on x86 CPUs (measured 0.07x fp32 here)", ("half", "slow")))
+
+# pruning
+for _method in ("l1", "random"):
+    for _pct in (10, 30):
+        register(Variant(
+            f"prune-{_method}-unstructured-{_pct}",
+            UnstructuredConfig(amount=_pct / 100, method=_method),
+            f"{_pct}% of the dense (not depthwise) conv weights zeroed ({_method}, global "
+            "ranking), masks removed, no fine-tune", ("pruned", "unstructured")))
+del _method, _pct
+_STRUCTURED_30 = StructuredConfig(ratio=0.3)
+register(Variant(
+    "prune-l1-structured-30", _STRUCTURED_30,
+    "30% of the channels removed (L1, torch-pruning, round_to 8), "
+    f"{_STRUCTURED_30.finetune_iters}-iteration fine-tune distilled from the unpruned model",
+    ("pruned", "structured")))
+register(Variant(
+    "prune-l1-structured-30-long", StructuredConfig(ratio=0.3, finetune_iters=LONG_FINETUNE_ITERS),
+    f"as prune-l1-structured-30 with a {LONG_FINETUNE_ITERS}-iteration fine-tune",
+    ("pruned", "structured", "slow")))
+register(Variant(
+    "prune-l1-structured-30-int8", StructuredInt8Config(_STRUCTURED_30, quantize=INT8_PTQ),
+    "prune-l1-structured-30, then int8-ptq", ("pruned", "structured", "int8")))
