@@ -1,4 +1,11 @@
-"""Speed budget: end-to-end speedup over fp32 at threads=1, both timed interleaved in this run."""
+"""Speed: each variant's end-to-end speedup over fp32 at threads=1, timed interleaved in a fresh
+worker process pinned to one core.
+
+``test_speedup`` holds it to the portable floor of budgets.toml (a value every measured machine
+meets). ``test_speed_regression`` compares it with the runs recorded on this very machine
+(benchmarks/baselines/speed/<machine>.json), with a tolerance derived from their spread; for
+fp32 it guards the reference's own cost against a fixed yardstick workload, which catches a
+slowdown shared by every variant (pre-processing, decoding, NMS) that the ratios cancel."""
 
 import pytest
 
@@ -11,3 +18,9 @@ def test_speedup(variant, navya_suite, record_property):
         result = bench.speedup(variant)
         record_property("speedup_ci", (result.ci_low, result.ci_high))
     navya_suite.check(variant, "min_speedup")
+
+
+def test_speed_regression(variant, navya_suite, record_property):
+    navya_suite.check_speed_baseline(variant)
+    runs = navya_suite.bench.speed_runs(variant, 1)
+    record_property("speed_runs", [round(r.speedup, 4) for r in runs])

@@ -126,10 +126,19 @@ class BenchSettings:
     rss: bool = True
     progress: bool = False
     seed: int = 0
+    #: speed ratios: timed ABBA pairs per fresh worker run (see :meth:`Bench.speed_runs`)
+    speed_rounds: int = 60
+    #: time speed ratios in a fresh worker process pinned to one core (False: in this process,
+    #: unpinned, as before the per-machine gate; for quick local looks only)
+    isolated_speed: bool = True
+    pin: bool = True
+    #: slowdowns injected into the speed workers (the gate's tests and power study):
+    #: ``{"network": {variant: fraction}, "postprocess": fraction}``
+    inject: Mapping[str, Any] | None = None
 
     def __post_init__(self) -> None:
         for name, low in (("threads", 1), ("rounds", 3), ("warmup", 0), ("batch_size", 1),
-                          ("eval_batch_size", 1)):
+                          ("eval_batch_size", 1), ("speed_rounds", 3)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise BenchError(f"BenchSettings.{name} must be an integer >= {low}, "
@@ -284,17 +293,23 @@ class Bench:
             ``navya measure`` of a model built elsewhere). The reference name maps to
             ``workload.reference`` unless given here.
         reference: the name of the reference row (default ``fp32``).
+        speed_dir: the folder of per-machine speed baselines (default
+            ``<baselines_dir>/speed``).
     """
 
     def __init__(self, workload: Workload, settings: BenchSettings | None = None, *,
                  budgets: Budgets | None = None, baselines_dir: str | os.PathLike | None = None,
-                 models: Mapping[str, nn.Module] | None = None, reference: str = REFERENCE):
+                 models: Mapping[str, nn.Module] | None = None, reference: str = REFERENCE,
+                 speed_dir: str | os.PathLike | None = None):
         from navya.catalogue import CompressContext
 
         self.workload = workload
         self.settings = settings or BenchSettings()
         self.budgets = budgets
         self.baselines_dir = None if baselines_dir is None else Path(baselines_dir)
+        self.speed_dir = (Path(speed_dir) if speed_dir is not None
+                          else None if baselines_dir is None
+                          else self.baselines_dir / "speed")
         self.reference = reference
         self._models = dict(models or {})
         self._models.setdefault(reference, workload.reference)
@@ -318,6 +333,10 @@ class Bench:
                 self.errors.setdefault(variant, f"{fig.value}: {type(exc).__name__}: {exc}")
                 raise
         return self._cache[key]
+
+    def _speed_peek(self, variant: str):
+        """The median speed run of ``variant`` if one was made (computes nothing)."""
+        return self.speedup(variant) if self.peek(Fig.SPEEDUP, variant) else None
 
     def has(self, fig: Fig, variant: str, threads: int = 0) -> bool:
         return (fig, variant, threads) in self._cache
@@ -355,6 +374,11 @@ class Bench:
         from navya.catalogue import get_variant
 
         return get_variant(variant).config_dict()
+
+    def _tags(self, variant: str) -> tuple[str, ...]:
+        from navya.catalogue import get_variant
+
+        return get_variant(variant).tags
 
     def model(self, variant: str) -> nn.Module:
         """The variant's model in eval mode (built once; the transform time is recorded)."""
@@ -440,30 +464,70 @@ class Bench:
     def macs_reduction(self, variant: str) -> float:
         return 1 - self.stats(variant)["macs"] / self.stats(self.reference)["macs"]
 
-    def speedup(self, variant: str):
-        """Reference vs ``variant`` end to end, interleaved in this run
-        (:class:`~navya.metrics.latency.SpeedupResult`)."""
+    def speed_runs(self, variant: str, n: int = 1) -> list:
+        """At least ``n`` independent speed runs of ``variant`` (each a
+        :class:`~navya.metrics.latency.SpeedupResult`), computing the missing ones.
+
+        One run: a fresh worker process (:func:`~navya.metrics.speed.run_speed_job`) pinned to
+        one core times the variant against the reference, ``speed_rounds`` ABBA pairs at the
+        timing thread count. For the reference itself a run times the yardstick against it,
+        so its "speedup" is ``t(reference) / t(yardstick)``: the reference's own cost.
+        """
+        from navya.metrics.speed import YARDSTICK, run_speed_job
+        from navya.runtime import timing_cpu
+
+        runs = self._cached(Fig.SPEEDUP, variant, list)
+        s = self.settings
+        is_ref = variant == self.reference
+        while len(runs) < n:
+            if not s.isolated_speed:
+                runs.append(self._speed_run_here(variant))
+                continue
+            job = run_speed_job(self.model(self.reference),
+                                {} if is_ref else {variant: self.model(variant)}, self.images,
+                                rounds=s.speed_rounds, warmup=s.warmup, threads=s.threads,
+                                cpu=timing_cpu() if s.pin else None, with_yardstick=is_ref,
+                                inject=s.inject)
+            self.placement = job.placement
+            runs.append(job.results[YARDSTICK if is_ref else variant])
+        return runs
+
+    def _speed_run_here(self, variant: str):
+        """One speed run in this process (``isolated_speed=False``): unpinned, no injection."""
         from navya.metrics.latency import compare_latency
+        from navya.metrics.speed import yardstick
 
-        def run():
-            t = self.settings.threads
-            ref, m, imgs = self.timed_model(self.reference, t), self.timed_model(variant, t), \
-                self.images
-            return compare_latency(lambda: ref(imgs), lambda: m(imgs), threads=t,
-                                   rounds=self.settings.rounds, warmup=self.settings.warmup)
+        t, imgs = self.settings.threads, self.images
+        ref = self.timed_model(self.reference, t)
+        if variant == self.reference:
+            other = yardstick()
+        else:
+            m = self.timed_model(variant, t)
 
-        return self._cached(Fig.SPEEDUP, variant, run)
+            def other():
+                return m(imgs)
+
+        return compare_latency(lambda: ref(imgs), other, threads=t,
+                               rounds=self.settings.speed_rounds, warmup=self.settings.warmup)
+
+    def speedup(self, variant: str):
+        """The variant's speed run with the median speedup over the reference
+        (:class:`~navya.metrics.latency.SpeedupResult`; one run unless more were made)."""
+        runs = sorted(self.speed_runs(variant, 1), key=lambda r: r.speedup)
+        return runs[(len(runs) - 1) // 2]
 
     def latency(self, variant: str):
         """End-to-end latency at the timing thread count: from the variant's same-run
         comparison when there is one (the reference: from the first comparison)."""
         from navya.metrics.latency import measure_latency
 
-        sp = self.peek(Fig.SPEEDUP, variant)
-        if sp is not None:
+        sp = self._speed_peek(variant)
+        if sp is not None and variant != self.reference:
             return sp.b
         if variant == self.reference:
-            first = next((v for (f, _, _), v in self._cache.items() if f is Fig.SPEEDUP), None)
+            first = next((self._speed_peek(v) for (f, v, _) in self._cache
+                          if f is Fig.SPEEDUP and v != self.reference
+                          and self._speed_peek(v) is not None), None)
             if first is not None:
                 return first.a
         t, imgs = self.settings.threads, self.images
@@ -602,11 +666,13 @@ class Bench:
                 out.update({k: st[k] for k in ("macs", "effective_macs", "params",
                                                "nonzero_params", "sparsity",
                                                "prunable_sparsity", "size_mb", "size_zip_mb")})
-            lat = self.peek(Fig.SPEEDUP, variant)
-            lat = lat.b if lat is not None else self.peek(Fig.LATENCY, variant)
+            lat = self._speed_peek(variant)
+            lat = (lat.b if lat is not None and variant != self.reference
+                   else self.peek(Fig.LATENCY, variant))
             if lat is None and variant == self.reference:
-                lat = next((v.a for (f, _, _), v in self._cache.items() if f is Fig.SPEEDUP),
-                           None)
+                lat = next((self._speed_peek(v).a for (f, v, _) in self._cache
+                            if f is Fig.SPEEDUP and v != self.reference
+                            and self._speed_peek(v) is not None), None)
             if lat is not None:
                 out.update(latency_ms_median=lat.median_ms, latency_ms_mean=lat.mean_ms,
                            latency_ms_std=lat.std_ms, latency_ms_p95=lat.p95_ms,
@@ -635,8 +701,8 @@ class Bench:
             out["size_ratio"] = ref_st["size_bytes"] / st["size_bytes"]
             out["zip_size_ratio"] = ref_st["size_zip_bytes"] / st["size_zip_bytes"]
             out["macs_reduction"] = 1 - st["macs"] / ref_st["macs"]
-        sp = self.peek(Fig.SPEEDUP, variant)
-        if sp is not None:
+        sp = self._speed_peek(variant)
+        if sp is not None and variant != ref:
             out.update(speedup=sp.speedup, speedup_ci_low=sp.ci_low, speedup_ci_high=sp.ci_high)
         out["transform_s"] = self.peek(Fig.TRANSFORM_S, variant)
         out["status"] = self.status(variant)
@@ -725,7 +791,8 @@ class Bench:
                 variant, "baseline", Outcome.NOT_COMPARABLE,
                 f"BASELINE NOT COMPARABLE for {variant!r}: {'; '.join(mismatch)}; refresh it "
                 "explicitly with --navya-update-baselines"))
-        tolerances = (self.budgets.tolerances if self.budgets is not None
+        trains = variant not in self._models and "trains" in self._tags(variant)
+        tolerances = (self.budgets.tolerances_for(trains) if self.budgets is not None
                       else DEFAULT_TOLERANCES)
         deviations = compare_baseline(variant, baseline, figures, tolerances)
         if deviations:
@@ -735,6 +802,117 @@ class Bench:
                 + "\n".join(d.message() for d in deviations)))
         return self._record(Verdict(variant, "baseline", Outcome.PASS,
                                     f"{variant!r} matches its baseline {path}"))
+
+    # -- speed against this machine's baseline --
+
+    @property
+    def machine(self) -> dict[str, Any]:
+        """This machine's key (:func:`navya.runtime.machine_key`) for the timing threads."""
+        from navya.runtime import machine_key
+
+        if not hasattr(self, "_machine"):
+            self._machine = machine_key(self.settings.threads)
+        return self._machine
+
+    @property
+    def speed_baseline_path(self) -> Path | None:
+        from navya.runtime import machine_slug
+
+        if self.speed_dir is None:
+            return None
+        return self.speed_dir / f"{machine_slug(self.machine)}.json"
+
+    def speed_protocol(self) -> dict[str, Any]:
+        """What a speed baseline was recorded with; a baseline of another protocol is not
+        comparable."""
+        s = self.settings
+        return {"rounds": s.speed_rounds, "warmup": s.warmup, "batch_size": s.batch_size,
+                "isolated": s.isolated_speed, "pinned": s.pin,
+                "statistic": "median(t_ref)/median(t_variant) of ABBA pairs, one fresh "
+                             "worker process per run"}
+
+    def speed_figure_name(self, variant: str) -> str:
+        return (f"t({variant}) / t(yardstick)" if variant == self.reference
+                else f"speedup of {variant}")
+
+    def check_speed_baseline(self, variant: str, *, family_size: int = 1,
+                             record: int = 0, confirm: int = 3) -> Verdict:
+        """Compare the variant's speedup (the reference: its cost relative to the yardstick)
+        with this machine's recorded runs; with ``record``, make that many fresh runs and
+        record them instead.
+
+        The tolerance comes from the recorded spread (:func:`navya.budgets.speed_tolerance`,
+        ``family_size`` checks in the run). A first run outside it is confirmed with more
+        fresh runs (``confirm`` in all) and judged on their median: one slow process is not
+        a regression.
+        """
+        from navya.budgets import (
+            SpeedDecision,
+            SpeedEntry,
+            read_speed_baseline,
+            speed_tolerance,
+            write_speed_entry,
+        )
+        from navya.runtime import machine_slug
+
+        key = "speed_baseline"
+        path = self.speed_baseline_path
+        slug = machine_slug(self.machine)
+        is_ref = variant == self.reference
+        config = self.config_dict(variant)
+        if record:
+            if path is None:
+                return self._record(Verdict(variant, key, Outcome.NO_BASELINE,
+                                            "no baselines folder to record speed into"))
+            runs = self.speed_runs(variant, record)[:record]
+            entry = SpeedEntry(tuple(r.speedup for r in runs), not is_ref, config,
+                               tuple(r.a.median_ms for r in runs))
+            write_speed_entry(path, variant, entry, self.machine, self.speed_protocol(),
+                              utc_now())
+            values = entry.values
+            return self._record(Verdict(
+                variant, key, Outcome.UPDATED,
+                f"recorded {len(values)} runs of {self.speed_figure_name(variant)} for machine "
+                f"{slug}: median {entry.center:.3f}, spread {entry.spread_rel:.2%} ({path})"))
+        entries = None if path is None else read_speed_baseline(path)
+        hint = (f"record one on this machine with `pytest benchmarks/ --navya-record-speed 10` "
+                f"(writes {path})")
+        if entries is None:
+            return self._record(Verdict(
+                variant, key, Outcome.NO_BASELINE,
+                f"NO SPEED BASELINE for machine {slug} ({self.machine['cpu_model']}, "
+                f"{self.machine['cores']} cores): the speed of {variant!r} is checked against "
+                f"the portable floor only; {hint}"))
+        from navya.budgets import read_speed_protocol
+
+        protocol = read_speed_protocol(path)
+        if protocol != self.speed_protocol():
+            return self._record(Verdict(
+                variant, key, Outcome.NOT_COMPARABLE,
+                f"SPEED BASELINE NOT COMPARABLE for {variant!r}: {path} was recorded with "
+                f"protocol {protocol}, this run uses {self.speed_protocol()}; {hint}"))
+        entry = entries.get(variant)
+        if entry is None:
+            return self._record(Verdict(
+                variant, key, Outcome.NO_BASELINE,
+                f"NO SPEED BASELINE for {variant!r} on machine {slug} ({path} has "
+                f"{', '.join(entries) or 'no entries'}); {hint}"))
+        if entry.config != config:
+            return self._record(Verdict(
+                variant, key, Outcome.NOT_COMPARABLE,
+                f"SPEED BASELINE NOT COMPARABLE for {variant!r}: recorded for config "
+                f"{entry.config}, this run's is {config}; {hint}"))
+        tol = speed_tolerance(entry.spread_rel, len(entry.values), family_size)
+        runs = self.speed_runs(variant, 1)
+        decision = SpeedDecision(self.speed_figure_name(variant), (runs[0].speedup,), entry, tol)
+        if not decision.passed and confirm > 1:
+            runs = self.speed_runs(variant, confirm)
+            decision = SpeedDecision(self.speed_figure_name(variant),
+                                     tuple(r.speedup for r in runs[:confirm]), entry, tol)
+        return self._record(Verdict(variant, key,
+                                    Outcome.PASS if decision.passed else Outcome.FAIL,
+                                    decision.message(), measured=decision.measured,
+                                    limit=decision.threshold))
 
     def status(self, variant: str) -> str:
         """``FAIL: <keys>`` / ``ERROR: <what>`` / ``PASS`` / ``reference`` / ``NO BUDGET`` /

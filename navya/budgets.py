@@ -80,12 +80,22 @@ class BaselineError(NavyaError, ValueError):
 
 @dataclass(frozen=True)
 class Budgets:
+    """A budgets file: per-variant budgets, and the baseline tolerances (``trained``: those of
+    variants whose transform trains, tagged ``trains``, whose figures move with the CPU's
+    kernels and the seed)."""
+
     path: Path | None
     variants: dict[str, dict[str, float]]
     tolerances: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_TOLERANCES))
+    trained_tolerances: dict[str, float] | None = None
 
     def for_variant(self, name: str) -> dict[str, float]:
         return self.variants.get(name, {})
+
+    def tolerances_for(self, trains: bool) -> dict[str, float]:
+        if trains and self.trained_tolerances is not None:
+            return self.trained_tolerances
+        return self.tolerances
 
 
 @dataclass(frozen=True)
@@ -126,18 +136,16 @@ def load_budgets(path: str | os.PathLike, known_variants: Iterable[str] | None =
         raise BudgetError(f"{path}: budgets file not found") from None
     except tomllib.TOMLDecodeError as exc:
         raise BudgetError(f"{path}: not valid TOML: {exc}") from exc
-    unknown = set(data) - {"tolerances", "variants"}
+    unknown = set(data) - {"tolerances", "trained_tolerances", "variants"}
     if unknown:
-        raise BudgetError(f"{path}: unknown section(s) {sorted(unknown)}; "
-                          "expected [tolerances] and [variants.<name>]")
-    tolerances = dict(DEFAULT_TOLERANCES)
-    for key, value in data.get("tolerances", {}).items():
-        if key not in DEFAULT_TOLERANCES:
-            raise BudgetError(f"{path}: unknown tolerance {key!r}; known: "
-                              f"{', '.join(DEFAULT_TOLERANCES)}")
-        tolerances[key] = _number(path, f"tolerances.{key}", value)
-        if tolerances[key] < 0:
-            raise BudgetError(f"{path}: tolerances.{key} must be >= 0")
+        raise BudgetError(f"{path}: unknown section(s) {sorted(unknown)}; expected "
+                          "[tolerances], [trained_tolerances] and [variants.<name>]")
+    tolerances = _tolerances(path, "tolerances", data.get("tolerances", {}),
+                             DEFAULT_TOLERANCES)
+    trained = None
+    if "trained_tolerances" in data:
+        trained = _tolerances(path, "trained_tolerances", data["trained_tolerances"],
+                              tolerances)
     known = set(known_variants) if known_variants is not None else None
     variants: dict[str, dict[str, float]] = {}
     for name, entry in data.get("variants", {}).items():
@@ -153,7 +161,22 @@ def load_budgets(path: str | os.PathLike, known_variants: Iterable[str] | None =
                                   f"{', '.join(BUDGET_KEYS)}")
             checked[key] = _number(path, f"variants.{name}.{key}", value)
         variants[name] = checked
-    return Budgets(path, variants, tolerances)
+    return Budgets(path, variants, tolerances, trained)
+
+
+def _tolerances(path: Path, section: str, table: Any, defaults: Mapping[str, float]
+                ) -> dict[str, float]:
+    if not isinstance(table, dict):
+        raise BudgetError(f"{path}: [{section}] must be a table")
+    out = dict(defaults)
+    for key, value in table.items():
+        if key not in DEFAULT_TOLERANCES:
+            raise BudgetError(f"{path}: unknown tolerance {section}.{key}; known: "
+                              f"{', '.join(DEFAULT_TOLERANCES)}")
+        out[key] = _number(path, f"{section}.{key}", value)
+        if out[key] < 0:
+            raise BudgetError(f"{path}: {section}.{key} must be >= 0")
+    return out
 
 
 # -- baselines ---------------------------------------------------------------------------------
@@ -262,8 +285,9 @@ SPEED_FAMILY_ALPHA = 0.01
 SPEED_MIN_TOLERANCE = 0.01
 
 
-def speed_baseline_path(directory: str | os.PathLike, slug: str) -> Path:
-    return Path(directory) / SPEED_SUBDIR / f"{slug}.json"
+def speed_baseline_path(baselines_dir: str | os.PathLike, slug: str) -> Path:
+    """Where the speed baseline of machine ``slug`` lives under a baselines folder."""
+    return Path(baselines_dir) / SPEED_SUBDIR / f"{slug}.json"
 
 
 @dataclass(frozen=True)
@@ -277,6 +301,8 @@ class SpeedEntry:
     values: tuple[float, ...]
     higher_is_better: bool = True
     config: Any = None
+    #: the reference's median ms in each run (absolute: context for people, never compared)
+    reference_ms: tuple[float, ...] = ()
 
     @property
     def center(self) -> float:
@@ -312,9 +338,24 @@ def read_speed_baseline(path: str | os.PathLike) -> dict[str, SpeedEntry] | None
                            and math.isfinite(v) and v > 0 for v in values)):
             raise BaselineError(f"{path}: entries.{name}.values must be a non-empty list of "
                                 f"positive numbers, got {values!r}")
+        ref_ms = entry.get("reference_ms") or ()
         out[name] = SpeedEntry(tuple(float(v) for v in values),
-                               bool(entry.get("higher_is_better", True)), entry.get("config"))
+                               bool(entry.get("higher_is_better", True)), entry.get("config"),
+                               tuple(float(v) for v in ref_ms if isinstance(v, int | float)))
     return out
+
+
+def read_speed_protocol(path: str | os.PathLike) -> dict[str, Any] | None:
+    """The protocol a speed baseline was recorded with (None without a file)."""
+    path = Path(path)
+    if not path.exists():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise BaselineError(f"{path}: speed baseline is not valid JSON ({exc})") from exc
+    protocol = data.get("protocol") if isinstance(data, dict) else None
+    return protocol if isinstance(protocol, dict) else None
 
 
 def write_speed_entry(path: str | os.PathLike, name: str, entry: SpeedEntry,
@@ -334,7 +375,8 @@ def write_speed_entry(path: str | os.PathLike, name: str, entry: SpeedEntry,
     entries = data.get("entries", {})
     entries[name] = {"values": list(entry.values), "higher_is_better": entry.higher_is_better,
                      "center": entry.center, "spread_rel": entry.spread_rel,
-                     "config": entry.config, "recorded": recorded}
+                     "reference_ms": list(entry.reference_ms), "config": entry.config,
+                     "recorded": recorded}
     payload = {"machine": dict(machine), "protocol": dict(protocol),
                "entries": dict(sorted(entries.items()))}
     atomic_write_text(path, json.dumps(payload, indent=2, allow_nan=False,

@@ -140,12 +140,12 @@ register(Variant(
     "INT8 after 50 steps of quantization-aware fine-tuning (batch 16, AdamW 5e-5; BN frozen "
     "after 20 steps, observers after 35), x86 engine; sized for the suite's time limit "
     "(a QAT step costs ~3.3 s here)",
-    ("int8",)))
+    ("int8", "trains")))
 register(Variant(
     "int8-qat-long", QATConfig(),
     "INT8 after 150 steps of quantization-aware fine-tuning (BN frozen after 50 steps, "
     "observers after 100); tagged slow (~8 min of fine-tuning here)",
-    ("int8", "slow")))
+    ("int8", "trains", "slow")))
 register(Variant(
     "int8-dynamic", DynamicConfig(),
     "dynamic INT8 of Linear/RNN layers only: SSD-Lite has none, so 0 modules are quantized "
@@ -171,11 +171,11 @@ register(Variant(
     "prune-l1-structured-30", _STRUCTURED_30,
     "30% of the channels removed (L1, torch-pruning, round_to 8), "
     f"{_STRUCTURED_30.finetune_iters}-iteration fine-tune distilled from the unpruned model",
-    ("pruned", "structured")))
+    ("pruned", "structured", "trains")))
 register(Variant(
     "prune-l1-structured-30-long", StructuredConfig(ratio=0.3, finetune_iters=LONG_FINETUNE_ITERS),
     f"as prune-l1-structured-30 with a {LONG_FINETUNE_ITERS}-iteration fine-tune",
-    ("pruned", "structured", "slow")))
+    ("pruned", "structured", "trains", "slow")))
 register(Variant(
     "prune-l1-structured-30-int8", StructuredInt8Config(_STRUCTURED_30, quantize=INT8_PTQ),
-    "prune-l1-structured-30, then int8-ptq", ("pruned", "structured", "int8")))
+    "prune-l1-structured-30, then int8-ptq", ("pruned", "structured", "int8", "trains")))

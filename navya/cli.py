@@ -160,6 +160,37 @@ def _measure(args: argparse.Namespace) -> int:
     return 0
 
 
+def _gate_power(args: argparse.Namespace) -> int:
+    """The speed gate's detection and false-alarm rates (navya.power), written to --out."""
+    from navya.power import false_alarm_table, read_power_csv, run_power_study, write_power
+    from navya.runtime import machine_key, machine_slug
+
+    out = Path(args.out)
+    key = machine_key(1)
+    if args.report_only:
+        cells = read_power_csv(out / "power.csv")
+    else:
+        cells = run_power_study(args.checkpoint, args.data, out / "baseline",
+                                variant=args.variant, baseline_runs=args.baseline_runs,
+                                family_size=args.family, speed_rounds=args.speed_rounds,
+                                progress=print)
+    fa_path = Path(args.false_alarms_from) if args.false_alarms_from else None
+    fa_rows = false_alarm_table(fa_path, args.family) if fa_path and fa_path.exists() else []
+    header = [f"Machine: {key['cpu_model']}, {key['cores']} cores, ISA "
+              f"{' '.join(key['isa'])}, torch {key['torch_version']} ({machine_slug(key)}).",
+              f"Command: `navya gate-power --data {args.data} --variant {args.variant} "
+              f"--baseline-runs {args.baseline_runs} --family {args.family} --speed-rounds "
+              f"{args.speed_rounds}" + (f" --false-alarms-from {fa_path}" if fa_path else "")
+              + "`.",
+              f"Each trial is one gate check ({args.speed_rounds} ABBA pairs in a fresh worker "
+              f"pinned to one core; a run outside the tolerance is confirmed by two more and "
+              f"judged on the median of three), against a baseline of {args.baseline_runs} "
+              f"unchanged runs, tolerances set for {args.family} speed checks a run."]
+    for path in write_power(out, cells, fa_rows, header):
+        print(f"wrote {path}")
+    return 0
+
+
 def _sweep(args: argparse.Namespace) -> int:
     import torch
 
@@ -313,6 +344,22 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--csv", default=None, help="append the row to this CSV")
     m.add_argument("--markdown", default=None, help="write a Markdown table of the row here")
     m.set_defaults(func=_measure)
+    g = sub.add_parser("gate-power", help="the speed gate's detection rate of injected "
+                                          "slowdowns and its false-alarm rate")
+    _checkpoint_and_data(g, "unused (the study times one validation image)")
+    g.add_argument("--variant", default="int8-ptq", help="the variant whose network is slowed")
+    g.add_argument("--out", default="docs/results/gate_power", help="output folder")
+    g.add_argument("--baseline-runs", type=int, default=10)
+    g.add_argument("--family", type=int, default=14,
+                   help="speed checks in a run (sets the tolerance; default run: 14)")
+    g.add_argument("--speed-rounds", type=int, default=60)
+    g.add_argument("--false-alarms-from", default=None,
+                   help="a speed baseline file whose recorded runs give per-check false-alarm "
+                        "estimates (e.g. benchmarks/baselines/speed/<machine>.json)")
+    g.add_argument("--report-only", action="store_true",
+                   help="rewrite the report from --out's power.csv (e.g. with a new "
+                        "--false-alarms-from) without running the study")
+    g.set_defaults(func=_gate_power)
     w = sub.add_parser("sweep", help="mAP against pruning ratio (CSV table and plot)")
     _checkpoint_and_data(w, "evaluation split")
     w.add_argument("--train-split", default="train",

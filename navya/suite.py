@@ -72,10 +72,30 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                 help="rewrite the deterministic baselines from this run (explicit refresh)")
     g.addoption("--navya-no-rss", action="store_true",
                 help="skip the per-variant subprocess peak-RSS measurement")
+    g.addoption("--navya-speed-rounds", type=int, default=60,
+                help="timed ABBA pairs per fresh-process speed run (default 60; a speed "
+                     "baseline recorded with another value is not comparable)")
+    g.addoption("--navya-record-speed", type=int, default=0, metavar="N",
+                help="record this machine's speed baselines from N fresh-process runs per "
+                     "variant (10 recommended) into <baselines>/speed/<machine>.json")
+    g.addoption("--navya-seed", type=int, default=0,
+                help="seed of the transforms that sample or train (calibration subsets, "
+                     "fine-tunes); baselines are recorded with 0, other seeds show the "
+                     "seed-to-seed spread that [trained_tolerances] must cover")
+    g.addoption("--navya-speed-baselines", default=None, metavar="DIR",
+                help="per-machine speed baselines (default <baselines>/speed)")
+    g.addoption("--navya-inject-slowdown", default=None, metavar="SPEC",
+                help="gate self-test: make the timed models slower, e.g. "
+                     "'int8-ptq:network:0.10' or 'postprocess:0.05' (comma-separated)")
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "navya_budget: a budget check of a compression variant")
+    parse_slowdowns(config.getoption("navya_inject_slowdown"))  # a bad spec: usage error now
+    record = config.getoption("navya_record_speed")
+    if record and record < 3:
+        raise pytest.UsageError(f"--navya-record-speed: at least 3 runs give a spread, got "
+                                f"{record}")
     session = SuiteSession(config)
     config.stash[STATE_KEY] = session
     session.register_project_variants()
@@ -87,6 +107,28 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     session = config.stash.get(STATE_KEY, None)
     if session is not None:
         session.unregister_project_variants()
+
+
+def parse_slowdowns(spec: str | None) -> dict[str, Any] | None:
+    """``--navya-inject-slowdown``: ``VARIANT:network:F`` or ``postprocess:F`` items,
+    comma-separated, to the ``inject`` mapping of :class:`navya.bench.BenchSettings`."""
+    if not spec:
+        return None
+    out: dict[str, Any] = {"network": {}}
+    for item in spec.split(","):
+        parts = item.strip().split(":")
+        try:
+            if len(parts) == 3 and parts[1] == "network":
+                out["network"][parts[0]] = float(parts[2])
+                continue
+            if len(parts) == 2 and parts[0] == "postprocess":
+                out["postprocess"] = float(parts[1])
+                continue
+        except ValueError:
+            pass
+        raise pytest.UsageError(f"--navya-inject-slowdown: {item!r} is not "
+                                "'VARIANT:network:FRACTION' or 'postprocess:FRACTION'")
+    return out
 
 
 def _thread_counts(spec: str) -> list[int]:
@@ -124,7 +166,13 @@ def _variant_of(item: pytest.Item) -> str | None:
 
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config,
                                   items: list[pytest.Item]) -> None:
+    """Run navya's tests variant by variant (in selection order, each variant's tests in file
+    order), so that a variant's models can be released after its last test: memory stays flat
+    however many variants a run has."""
     state: SuiteSession = config.stash[STATE_KEY]
+    order = {v: i for i, v in enumerate(state._selected or [])}
+    keyed = [(order.get(_variant_of(item), -1), i, item) for i, item in enumerate(items)]
+    items[:] = [item for _, _, item in sorted(keyed, key=lambda k: (k[0], k[1]))]
     state.remaining = Counter(v for v in map(_variant_of, items) if v is not None)
 
 
@@ -191,6 +239,7 @@ class SuiteSession:
         self.remaining: Counter[str] = Counter()
         self._selected: list[str] | None = None
         self._project_variants: list[str] = []
+        self._speed_note = False
 
     def opt(self, name: str):
         return self.config.getoption(name)
@@ -271,10 +320,14 @@ class SuiteSession:
                                  eval_images=self.opt("navya_eval_images"))
         self.notes.extend(workload.notes)
         settings = BenchSettings(threads=1, rounds=self.opt("navya_rounds"),
-                                 rss=not self.opt("navya_no_rss"))
+                                 rss=not self.opt("navya_no_rss"),
+                                 speed_rounds=self.opt("navya_speed_rounds"),
+                                 seed=self.opt("navya_seed"),
+                                 inject=parse_slowdowns(self.opt("navya_inject_slowdown")))
         self.bench = Bench(workload, settings, budgets=budgets,
                            baselines_dir=self._path_opt("navya_baselines",
-                                                        "benchmarks/baselines"))
+                                                        "benchmarks/baselines"),
+                           speed_dir=self.opt("navya_speed_baselines"))
 
     def _say(self, line: str) -> None:
         tr = self.config.pluginmanager.get_plugin("terminalreporter")
@@ -294,6 +347,19 @@ class SuiteSession:
     def check(self, variant: str, key: str) -> None:
         """Assert one budget of ``variant``; skip loudly where it does not apply."""
         self.outcome(self.bench.check_budget(variant, key))
+
+    def check_speed_baseline(self, variant: str) -> None:
+        """This run's speed of ``variant`` against this machine's recorded runs (or record
+        them, with ``--navya-record-speed N``)."""
+        verdict = self.bench.check_speed_baseline(
+            variant, family_size=len(self.selected_variants()),
+            record=self.opt("navya_record_speed"))
+        if verdict.outcome.name == "NO_BASELINE" and not self._speed_note:
+            self._speed_note = True
+            self.notes.append(verdict.message.split(": the speed")[0] + ": speed is checked "
+                              "against the portable floors only; record one with "
+                              "`pytest benchmarks/ --navya-record-speed 10`")
+        self.outcome(verdict)
 
     def check_baseline(self, variant: str) -> None:
         self.outcome(self.bench.check_baseline(variant,

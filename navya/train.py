@@ -25,9 +25,19 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, RandomSampler
 
 from navya.data.voc import collate
+from navya.errors import NavyaError
 from navya.models.checkpoint import CheckpointError, atomic_torch_save
 
 Hook = Callable[[nn.Module, int], None]
+
+
+
+class TrainError(NavyaError, ValueError):
+    """A training configuration or state that cannot be used; the message says why."""
+
+
+class TrainStateMissing(NavyaError, FileNotFoundError):
+    """``resume`` was asked for, but there is no saved training state."""
 
 
 @dataclass(frozen=True)
@@ -51,15 +61,15 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1:
-            raise ValueError("epochs and batch_size must be >= 1")
+            raise TrainError("epochs and batch_size must be >= 1")
         if self.optimizer not in ("adamw", "sgd"):
-            raise ValueError(f"optimizer must be 'adamw' or 'sgd', got {self.optimizer!r}")
+            raise TrainError(f"optimizer must be 'adamw' or 'sgd', got {self.optimizer!r}")
         if self.amp not in ("none", "bf16"):
-            raise ValueError(f"amp must be 'none' or 'bf16', got {self.amp!r}")
+            raise TrainError(f"amp must be 'none' or 'bf16', got {self.amp!r}")
         if not self.lr > 0 or self.warmup_iters < 0 or not 0 <= self.min_lr_ratio <= 1:
-            raise ValueError("need lr > 0, warmup_iters >= 0 and 0 <= min_lr_ratio <= 1")
+            raise TrainError("need lr > 0, warmup_iters >= 0 and 0 <= min_lr_ratio <= 1")
         if self.max_iters is not None and self.max_iters < 1:
-            raise ValueError("max_iters must be >= 1 or None")
+            raise TrainError("max_iters must be >= 1 or None")
 
 
 @dataclass
@@ -245,7 +255,7 @@ def train(
     state_path = Path(state_path) if state_path else None
     if resume:
         if state_path is None or not state_path.exists():
-            raise FileNotFoundError(f"cannot resume: no training state at {state_path}")
+            raise TrainStateMissing(f"cannot resume: no training state at {state_path}")
         try:
             state = torch.load(state_path, map_location="cpu", weights_only=True)
             model.load_state_dict(state["model"])
@@ -268,7 +278,7 @@ def train(
     handle = model.core.register_forward_hook(capture) if teacher is not None else None
     if teacher is not None:
         if not distill_weight > 0:
-            raise ValueError(f"distill_weight must be > 0, got {distill_weight!r}")
+            raise TrainError(f"distill_weight must be > 0, got {distill_weight!r}")
         teacher_was_training = teacher.training
         teacher.eval()
     t0 = time.perf_counter()

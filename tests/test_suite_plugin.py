@@ -136,6 +136,7 @@ def suite(pytester, tiny_voc):
             "--navya-data", str(tiny_voc), "--navya-checkpoint", str(DEFAULT_CHECKPOINT),
             "--navya-budgets", "budgets.toml", "--navya-baselines", "baselines",
             "--navya-variants", variants, "--navya-eval-images", "12", "--navya-rounds", "9",
+            "--navya-speed-rounds", "15",
             "--navya-no-rss", "--navya-report-dir", "reports", *extra)
 
     return run
@@ -143,10 +144,10 @@ def suite(pytester, tiny_voc):
 
 def test_injected_regressions_fail_with_variant_budget_and_value(suite):
     result = suite("fp32,fp32-fused,slow30,noisy,bloated", "-k", "map_drop or size_ratio or speedup")
-    result.stdout.fnmatch_lines([  # in file order: accuracy, size, speed
+    result.stdout.fnmatch_lines([  # variant by variant, in selection order
+        "*test_speedup[[]slow30[]] FAILED*",
         "*test_map_drop[[]noisy[]] FAILED*",
         "*test_size_ratio[[]bloated[]] FAILED*",
-        "*test_speedup[[]slow30[]] FAILED*",
     ], consecutive=False)
     out = result.stdout.str()
     for line in ["variant 'slow30' BROKE budget min_speedup: measured 0.",

@@ -57,6 +57,7 @@ from PIL import Image, ImageDraw
 
 from navya._io import atomic_write_text
 from navya.data.voc import Annotation, write_annotation
+from navya.errors import NavyaError
 
 SYNTHETIC_CLASSES: tuple[str, ...] = (
     "disc",
@@ -93,6 +94,11 @@ _DROP_VISIBLE = 0.10  # below this it is dropped from the annotation altogether
 FORMAT_VERSION = 2
 
 
+
+class SyntheticError(NavyaError, ValueError):
+    """A synthetic-set configuration or metadata file that cannot be used."""
+
+
 @dataclass(frozen=True)
 class SyntheticConfig:
     """What to generate. Defaults are the embedded default data set.
@@ -113,18 +119,18 @@ class SyntheticConfig:
 
     def __post_init__(self) -> None:
         if self.image_size < 64:
-            raise ValueError(f"image_size must be >= 64 pixels, got {self.image_size}")
+            raise SyntheticError(f"image_size must be >= 64 pixels, got {self.image_size}")
         unknown = set(self.splits) - set(_SPLIT_CODES)
         if unknown:
-            raise ValueError(f"unknown split(s) {sorted(unknown)}; known: {sorted(_SPLIT_CODES)}")
+            raise SyntheticError(f"unknown split(s) {sorted(unknown)}; known: {sorted(_SPLIT_CODES)}")
         if any(n < 0 for n in self.splits.values()):
-            raise ValueError(f"split sizes must be >= 0, got {self.splits}")
+            raise SyntheticError(f"split sizes must be >= 0, got {self.splits}")
         if not 1 <= self.min_objects <= self.max_objects:
-            raise ValueError(
+            raise SyntheticError(
                 f"need 1 <= min_objects <= max_objects, got {self.min_objects}, {self.max_objects}"
             )
         if self.max_distractors < 0 or self.noise_std < 0:
-            raise ValueError("max_distractors and noise_std must be >= 0")
+            raise SyntheticError("max_distractors and noise_std must be >= 0")
 
 
 @dataclass(frozen=True)
@@ -213,7 +219,7 @@ def _shape_mask(cls: str, size: int, rng: np.random.Generator) -> np.ndarray:
         thickness = float(rng.uniform(2, 5))
         fn = poly(_rect_polygon(size, thickness, float(rng.uniform(0, math.pi))))
     else:  # pragma: no cover - guarded by SYNTHETIC_CLASSES
-        raise ValueError(f"unknown synthetic class {cls!r}")
+        raise SyntheticError(f"unknown synthetic class {cls!r}")
     return _mask(canvas, fn)
 
 
@@ -512,4 +518,4 @@ def read_fingerprint(voc_dir: str | os.PathLike) -> str | None:
     try:
         return json.loads(path.read_text())["fingerprint"]
     except (json.JSONDecodeError, KeyError, TypeError) as exc:
-        raise ValueError(f"{path}: not a valid navya_synthetic.json ({exc})") from exc
+        raise SyntheticError(f"{path}: not a valid navya_synthetic.json ({exc})") from exc

@@ -183,11 +183,11 @@ def _class_index(class_names: Sequence[str]) -> dict[str, int]:
         raise TypeError("class_names must be a sequence of names, not a single string")
     names = tuple(class_names)
     if not names:
-        raise ValueError("class_names is empty")
+        raise VOCFormatError("class_names is empty")
     index = {name: i + 1 for i, name in enumerate(names)}
     if len(index) != len(names):
         dupes = sorted({n for n in names if names.count(n) > 1})
-        raise ValueError(f"class_names has duplicates: {dupes}")
+        raise VOCFormatError(f"class_names has duplicates: {dupes}")
     return index
 
 
@@ -323,7 +323,7 @@ def _parse(
 
 def _check_policy(degenerate: str) -> None:
     if degenerate not in _POLICIES:
-        raise ValueError(f"degenerate must be one of {_POLICIES}, got {degenerate!r}")
+        raise VOCFormatError(f"degenerate must be one of {_POLICIES}, got {degenerate!r}")
 
 
 def parse_annotation(
@@ -554,7 +554,7 @@ class VOCDataset(Dataset):
     ) -> None:
         _check_policy(degenerate)
         if limit is not None and (isinstance(limit, bool) or int(limit) != limit or limit < 1):
-            raise ValueError(f"limit must be a positive integer or None, got {limit!r}")
+            raise VOCFormatError(f"limit must be a positive integer or None, got {limit!r}")
         self.voc_dir: Path = resolve_voc_dir(root, year)
         self.split: str = split
         self.year: str = str(year)

@@ -1,0 +1,215 @@
+"""The per-machine speed gate (issue: a gate that is right on any machine): the fresh-process
+speed worker, injected slowdowns, tolerances from the recorded spread, machine keys, and the
+suite's verdicts (pytester, tiny model, pinned worker)."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from navya.budgets import (
+    BaselineError,
+    SpeedDecision,
+    SpeedEntry,
+    read_speed_baseline,
+    speed_baseline_path,
+    speed_tolerance,
+    write_speed_entry,
+)
+from navya.metrics.speed import YARDSTICK, inject_slowdown, run_speed_job, yardstick
+from navya.runtime import machine_key, machine_slug, pinned, timing_cpu
+
+REPO = Path(__file__).resolve().parents[1]
+pytest_plugins = ["pytester"]
+
+
+# -- pure pieces -------------------------------------------------------------------------------
+
+
+def test_tolerance_grows_with_spread_and_family_and_has_a_floor():
+    t1 = speed_tolerance(0.01, 10, 1)
+    t14 = speed_tolerance(0.01, 10, 14)
+    assert 0.02 < t1 < t14 < 0.04  # z(0.99) = 2.33, z(1 - 0.01/14) = 3.19, times sqrt(1.1)
+    assert speed_tolerance(0.0, 10, 14) == 0.01  # the floor
+    assert speed_tolerance(0.02, 10, 14) == pytest.approx(2 * t14)
+
+
+def test_decision_directions_and_message():
+    entry = SpeedEntry((3.0, 3.1, 3.2, 3.1, 3.0))
+    tol = speed_tolerance(entry.spread_rel, 5, 1)
+    assert SpeedDecision("speedup of x", (3.1,), entry, tol).passed
+    slow = SpeedDecision("speedup of x", (2.5,), entry, tol)
+    assert not slow.passed and slow.change < -0.15
+    assert "REGRESSED beyond the tolerance" in slow.message()
+    cost = SpeedEntry((2.8, 2.9, 2.85), higher_is_better=False)  # t(fp32) / t(yardstick)
+    tol = speed_tolerance(cost.spread_rel, 3, 1)
+    assert SpeedDecision("t(fp32) / t(yardstick)", (2.85,), cost, tol).passed
+    assert not SpeedDecision("t(fp32) / t(yardstick)", (3.3,), cost, tol).passed
+
+
+def test_speed_baseline_round_trip_and_broken_files(tmp_path):
+    path = speed_baseline_path(tmp_path, "some-machine")
+    machine, protocol = {"cpu_model": "X"}, {"rounds": 60}
+    write_speed_entry(path, "a", SpeedEntry((1.0, 1.1)), machine, protocol, "now")
+    write_speed_entry(path, "b", SpeedEntry((2.0,), False, {"type": "C"}), machine, protocol,
+                      "now")
+    got = read_speed_baseline(path)
+    assert got["a"].values == (1.0, 1.1) and got["b"].higher_is_better is False
+    assert got["b"].config == {"type": "C"}
+    # another protocol starts the file afresh instead of mixing runs of two protocols
+    write_speed_entry(path, "c", SpeedEntry((3.0,)), machine, {"rounds": 30}, "now")
+    assert list(read_speed_baseline(path)) == ["c"]
+    path.write_text("{not json")
+    with pytest.raises(BaselineError, match=str(path)):
+        read_speed_baseline(path)
+    path.write_text(json.dumps({"entries": {"a": {"values": ["3.1"]}}}))
+    with pytest.raises(BaselineError, match="entries.a.values"):
+        read_speed_baseline(path)
+
+
+def test_machine_key_names_what_speed_depends_on():
+    key = machine_key(1)
+    assert {"cpu_model", "isa", "cores", "torch_version", "threads",
+            "quantized_engine"} <= set(key)
+    slug = machine_slug(key)
+    assert slug == machine_slug(dict(key)) and "/" not in slug and " " not in slug
+    assert machine_slug({**key, "threads": 2}) != slug
+    assert machine_slug({**key, "cpu_model": "Intel(R) Xeon(R) Platinum 8488C"}) != slug
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="Linux affinity only")
+def test_pinned_moves_the_thread_and_restores_it():
+    before = os.sched_getaffinity(0)
+    cpu = timing_cpu()
+    with pinned(cpu) as placement:
+        assert os.sched_getaffinity(0) == {cpu} and placement == {"pinned_cpu": cpu}
+    assert os.sched_getaffinity(0) == before
+    with pinned(None) as placement:
+        assert placement["pinned_cpu"] is None and "reason" in placement
+
+
+def test_injected_slowdown_costs_its_fraction():
+    class Core(torch.nn.Module):
+        def forward(self, x):
+            t0 = time.perf_counter()
+            while time.perf_counter() - t0 < 0.004:
+                pass
+            return x
+
+    class Det(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.core = Core()
+
+        def forward(self, x):
+            return self.core(x)
+
+    det = Det()
+    inject_slowdown(det, "network", 0.5)
+    t0 = time.perf_counter()
+    for _ in range(5):
+        det(torch.zeros(1))
+    assert (time.perf_counter() - t0) / 5 >= 0.0059  # 4 ms + 50 %
+    with pytest.raises(ValueError, match="network"):
+        inject_slowdown(det, "elsewhere", 0.1)
+
+
+def test_yardstick_is_fixed():
+    a, b = yardstick(64)(), yardstick(64)()
+    assert torch.equal(a, b) and torch.isfinite(a)
+
+
+# -- the worker on a tiny detector ---------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_voc(tmp_path_factory):
+    from navya.data.synthetic import SyntheticConfig, generate
+
+    root = tmp_path_factory.mktemp("voc")
+    generate(root, SyntheticConfig(splits={"train": 4, "val": 4}, image_size=160), workers=1)
+    return root
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tiny_voc, tmp_path_factory):
+    from navya.data.voc import VOCDataset
+    from navya.models import build_model, save_checkpoint
+
+    names = VOCDataset(tiny_voc, "val").class_names
+    torch.manual_seed(0)
+    model = build_model("ssdlite_mobilenet_v2", len(names) + 1, width_mult=0.5,
+                        image_size=160).eval()
+    path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
+    save_checkpoint(path, model, {"class_names": list(names)})
+    return path
+
+
+def test_worker_times_candidates_and_the_yardstick(tiny_checkpoint, tiny_voc):
+    from navya.data.voc import VOCDataset
+    from navya.models import load_checkpoint
+
+    model, _ = load_checkpoint(tiny_checkpoint)
+    images = [VOCDataset(tiny_voc, "val")[0][0]]
+    run = run_speed_job(model, {"same": model, "slower": model}, images, rounds=15, warmup=2,
+                        cpu=timing_cpu(), with_yardstick=True,
+                        inject={"network": {"slower": 1.0}})
+    assert set(run.results) == {"same", "slower", YARDSTICK}
+    assert run.placement["pinned_cpu"] == timing_cpu()
+    assert 0.8 < run.results["same"].speedup < 1.25
+    assert run.results["slower"].speedup < 0.85  # the network took twice as long
+    assert run.results[YARDSTICK].a.rounds == 15
+    with pytest.raises(ValueError, match="reserved"):
+        run_speed_job(model, {YARDSTICK: model}, images)
+
+
+# -- the gate in the suite (pytester) ----------------------------------------------------------------
+
+
+@pytest.fixture
+def gate(pytester, tiny_voc, tiny_checkpoint):
+    pytester.makepyfile(test_speed=(REPO / "benchmarks" / "test_speed.py").read_text())
+    (pytester.path / "budgets.toml").write_text(
+        "[variants.fp32-fused]\nmin_speedup = 0.5\n")
+
+    def run(*extra):
+        return pytester.runpytest_subprocess(
+            "-p", "no:cacheprovider", "-v", "-rs", "--navya-data", str(tiny_voc),
+            "--navya-checkpoint", str(tiny_checkpoint), "--navya-budgets", "budgets.toml",
+            "--navya-baselines", "baselines", "--navya-variants", "fp32,fp32-fused",
+            "--navya-eval-images", "2", "--navya-speed-rounds", "40", "--navya-no-rss",
+            "--navya-report-dir", "reports", *extra)
+
+    return run
+
+
+def test_no_speed_baseline_is_loud_and_floors_still_apply(gate, pytester):
+    other = speed_baseline_path(pytester.path / "baselines", "intel-xeon-2c-amx_int8-t1-x86")
+    write_speed_entry(other, "fp32-fused", SpeedEntry((1.1, 1.12, 1.09)), {"cpu_model": "Xeon"},
+                      {"rounds": 40}, "then")
+    result = gate()
+    out = result.stdout.str()
+    assert result.ret == 0, out
+    slug = machine_slug(machine_key(1))
+    assert f"NO SPEED BASELINE for machine {slug}" in out  # another machine's file: not used
+    assert "test_speedup[fp32-fused] PASSED" in out  # the portable floor still applies
+    assert "record one on this machine with `pytest benchmarks/ --navya-record-speed 10`" in out
+
+
+def test_recorded_baseline_passes_unchanged_and_catches_a_10_percent_slowdown(gate, pytester):
+    recorded = gate("--navya-record-speed", "5")
+    assert recorded.ret == 0, recorded.stdout.str()
+    path = speed_baseline_path(pytester.path / "baselines", machine_slug(machine_key(1)))
+    entries = read_speed_baseline(path)
+    assert set(entries) == {"fp32", "fp32-fused"} and len(entries["fp32-fused"].values) == 5
+    assert entries["fp32"].higher_is_better is False  # t(fp32) / t(yardstick)
+    slowed = gate("--navya-inject-slowdown", "fp32-fused:network:0.10")
+    out = slowed.stdout.str()
+    assert "test_speed_regression[fp32-fused] FAILED" in out, out
+    assert "REGRESSED beyond the tolerance" in out
+    assert "test_speed_regression[fp32] PASSED" in out  # the reference itself did not change
