@@ -375,6 +375,13 @@ class Bench:
 
         return get_variant(variant).config_dict()
 
+    def adopt_models(self, models: Mapping[str, nn.Module]) -> None:
+        """Use models another run built for these catalogue variants (same reference, same
+        configs) instead of building them again; their configs still name them."""
+        for name, model in models.items():
+            self._cache[(Fig.MODEL, name, 0)] = model
+            self._cache.setdefault((Fig.TRANSFORM_S, name, 0), 0.0)
+
     def _tags(self, variant: str) -> tuple[str, ...]:
         from navya.catalogue import get_variant
 

@@ -185,7 +185,8 @@ def _gate_power(args: argparse.Namespace) -> int:
               f"Each trial is one gate check ({args.speed_rounds} ABBA pairs in a fresh worker "
               f"pinned to one core; a run outside the tolerance is confirmed by two more and "
               f"judged on the median of three), against a baseline of {args.baseline_runs} "
-              f"unchanged runs, tolerances set for {args.family} speed checks a run."]
+              f"unchanged runs, tolerances set for {args.family} speed checks a run.",
+              *args.note]
     for path in write_power(out, cells, fa_rows, header):
         print(f"wrote {path}")
     return 0
@@ -356,6 +357,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--false-alarms-from", default=None,
                    help="a speed baseline file whose recorded runs give per-check false-alarm "
                         "estimates (e.g. benchmarks/baselines/speed/<machine>.json)")
+    g.add_argument("--note", action="append", default=[],
+                   help="a paragraph to add under the report's header (repeatable)")
     g.add_argument("--report-only", action="store_true",
                    help="rewrite the report from --out's power.csv (e.g. with a new "
                         "--false-alarms-from) without running the study")

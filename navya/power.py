@@ -108,7 +108,7 @@ def run_power_study(checkpoint, data, baselines_dir: str | Path, *, variant: str
             firsts: dict[str, list[float]] = {target: []}
             for i in range(trials(where, s)):
                 bench = make(inject if s else None)
-                bench._models.update(models)  # the same built models, fresh speed runs
+                bench.adopt_models(models)  # the same built models, fresh speed runs
                 for name in judged:
                     v = bench.check_speed_baseline(name, family_size=family_size)
                     judged[name].append(v.failed)
@@ -150,17 +150,22 @@ def false_alarm_table(path: str | Path, family_size: int) -> list[dict[str, Any]
     return rows
 
 
-def write_power(out_dir: str | Path, cells: Sequence[PowerCell],
-                fa_rows: Sequence[dict[str, Any]], header: Sequence[str]) -> list[Path]:
-    """``power.csv``, ``false_alarms.csv``, ``power.md`` and ``power.png`` in ``out_dir``."""
-    out_dir = Path(out_dir)
+def write_power_csv(path: str | Path, cells: Sequence[PowerCell]) -> None:
+    """The cells as ``power.csv`` (read back by :func:`read_power_csv`)."""
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(["where", "slowdown", "check", "trials", "failed", "rate", "first_values"])
     for c in cells:
         w.writerow([c.where, c.slowdown, c.check, c.trials, c.failed, f"{c.rate:.3f}",
                     " ".join(f"{v:.4f}" for v in c.first_values)])
-    atomic_write_text(out_dir / "power.csv", buf.getvalue())
+    atomic_write_text(Path(path), buf.getvalue())
+
+
+def write_power(out_dir: str | Path, cells: Sequence[PowerCell],
+                fa_rows: Sequence[dict[str, Any]], header: Sequence[str]) -> list[Path]:
+    """``power.csv``, ``false_alarms.csv``, ``power.md`` and ``power.png`` in ``out_dir``."""
+    out_dir = Path(out_dir)
+    write_power_csv(out_dir / "power.csv", cells)
     buf = io.StringIO()
     if fa_rows:
         w = csv.DictWriter(buf, fieldnames=list(fa_rows[0]), lineterminator="\n")
