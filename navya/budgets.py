@@ -200,16 +200,24 @@ def baseline_path(directory: str | os.PathLike, variant: str) -> Path:
     return Path(directory) / f"{variant}.json"
 
 
-def read_baseline(path: str | os.PathLike) -> dict | None:
-    """The baseline at ``path``, or None when there is none. A broken file is an error."""
-    path = Path(path)
+def _read_json(path: Path, what: str, fix: str) -> Any:
+    """The JSON at ``path`` (None when there is no file); unreadable JSON is a
+    :class:`BaselineError` naming the file, the problem and ``fix``."""
     if not path.exists():
         return None
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        return json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise BaselineError(f"{path}: baseline is not valid JSON ({exc}); restore it from git "
-                            "or rewrite it with --navya-update-baselines") from exc
+        raise BaselineError(f"{path}: {what} is not valid JSON ({exc}); restore it from git "
+                            f"or {fix}") from exc
+
+
+def read_baseline(path: str | os.PathLike) -> dict | None:
+    """The baseline at ``path``, or None when there is none. A broken file is an error."""
+    path = Path(path)
+    data = _read_json(path, "baseline", "rewrite it with --navya-update-baselines")
+    if data is None:
+        return None
     if not isinstance(data, dict) or "figures" not in data or "provenance" not in data:
         raise BaselineError(f"{path}: baseline lacks 'figures'/'provenance'; rewrite it with "
                             "--navya-update-baselines")
@@ -320,13 +328,9 @@ def read_speed_baseline(path: str | os.PathLike) -> dict[str, SpeedEntry] | None
     """The speed entries recorded at ``path``, or None when there is no file. A broken file is
     a :class:`BaselineError` naming the file and the problem."""
     path = Path(path)
-    if not path.exists():
+    data = _read_json(path, "speed baseline", "record it again with --navya-record-speed")
+    if data is None:
         return None
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise BaselineError(f"{path}: speed baseline is not valid JSON ({exc}); restore it "
-                            "from git or record it again with --navya-record-speed") from exc
     entries = data.get("entries") if isinstance(data, dict) else None
     if not isinstance(entries, dict):
         raise BaselineError(f"{path}: speed baseline lacks an 'entries' table")
@@ -347,13 +351,7 @@ def read_speed_baseline(path: str | os.PathLike) -> dict[str, SpeedEntry] | None
 
 def read_speed_protocol(path: str | os.PathLike) -> dict[str, Any] | None:
     """The protocol a speed baseline was recorded with (None without a file)."""
-    path = Path(path)
-    if not path.exists():
-        return None
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise BaselineError(f"{path}: speed baseline is not valid JSON ({exc})") from exc
+    data = _read_json(Path(path), "speed baseline", "record it again with --navya-record-speed")
     protocol = data.get("protocol") if isinstance(data, dict) else None
     return protocol if isinstance(protocol, dict) else None
 
