@@ -495,7 +495,6 @@ class Bench:
                                 rounds=s.speed_rounds, warmup=s.warmup, threads=s.threads,
                                 cpu=timing_cpu() if s.pin else None, with_yardstick=is_ref,
                                 inject=s.inject)
-            self.placement = job.placement
             runs.append(job.results[YARDSTICK if is_ref else variant])
         return runs
 

@@ -29,7 +29,7 @@ import io
 import math
 import statistics
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -225,10 +225,6 @@ def plot_power(cells: Sequence[PowerCell], path: str | Path) -> Path:
     fig.savefig(buf, format="png")
     atomic_write_bytes(Path(path), buf.getvalue())
     return Path(path)
-
-
-def cells_as_dicts(cells: Sequence[PowerCell]) -> list[dict[str, Any]]:
-    return [asdict(c) for c in cells]
 
 
 def read_power_csv(path: str | Path) -> list[PowerCell]:
