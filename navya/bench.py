@@ -99,6 +99,8 @@ class Fig(enum.Enum):
     EVALUATION = "evaluation"
     STATS = "stats"
     SPEEDUP = "speedup"
+    #: per speed run, the worker's other pairs: ``{"build": ..., "pipeline": ...}``
+    SPEED_PAIRS = "speed pairs"
     LATENCY = "latency"
     NET_LATENCY = "network latency"
     PEAK_MEM = "peak memory"
@@ -319,6 +321,8 @@ class Bench:
         self.verdicts: dict[str, dict[str, Verdict]] = {}
         self.order: list[str] = []  # variants in the order they were first measured
         self.errors: dict[str, str] = {}
+        #: per variant: (stored build to time against, or None and why); see stored_build
+        self._build_state: dict[str, tuple[Path | None, str | None]] = {}
 
     # -- cache --
 
@@ -479,24 +483,104 @@ class Bench:
         one core times the variant against the reference, ``speed_rounds`` ABBA pairs at the
         timing thread count. For the reference itself a run times the yardstick against it,
         so its "speedup" is ``t(reference) / t(yardstick)``: the reference's own cost.
+        The same worker times the variant against its stored build when this machine's speed
+        baseline has one (:meth:`stored_build`), and for the reference its network alone
+        against its end-to-end call; those land in :meth:`speed_pairs`.
         """
         from navya.metrics.speed import YARDSTICK, run_speed_job
         from navya.runtime import timing_cpu
 
         runs = self._cached(Fig.SPEEDUP, variant, list)
+        pairs = self._cached(Fig.SPEED_PAIRS, variant, list)
         s = self.settings
         is_ref = variant == self.reference
         while len(runs) < n:
             if not s.isolated_speed:
                 runs.append(self._speed_run_here(variant))
+                pairs.append({})
                 continue
+            build, _why = self.stored_build(variant)
             job = run_speed_job(self.model(self.reference),
                                 {} if is_ref else {variant: self.model(variant)}, self.images,
                                 rounds=s.speed_rounds, warmup=s.warmup, threads=s.threads,
                                 cpu=timing_cpu() if s.pin else None, with_yardstick=is_ref,
-                                inject=s.inject)
+                                inject=s.inject, reference_name=self.reference,
+                                builds={variant: build} if build is not None else None,
+                                pipeline=is_ref)
             runs.append(job.results[YARDSTICK if is_ref else variant])
+            extra = {kind: job.results[f"{variant}@{kind}"] for kind in ("build", "pipeline")
+                     if f"{variant}@{kind}" in job.results}
+            if f"{variant}@build" in job.errors:
+                self._build_state[variant] = (None, (
+                    f"the stored build {build} no longer loads "
+                    f"({job.errors[f'{variant}@build']})"))
+            pairs.append(extra)
         return runs
+
+    def speed_pairs(self, variant: str, n: int = 1) -> list[dict[str, Any]]:
+        """Per speed run of :meth:`speed_runs`, the worker's other pairs: ``"build"``,
+        ``t(stored build) / t(variant now)``, and for the reference ``"pipeline"``,
+        ``t(network) / t(end to end)`` (each a :class:`~navya.metrics.latency.SpeedupResult`;
+        absent where not timed)."""
+        self.speed_runs(variant, n)
+        return self._cache[(Fig.SPEED_PAIRS, variant, 0)]
+
+    # -- stored builds: the variant as it was when this machine's speed baseline was recorded
+
+    def build_path(self, variant: str) -> Path | None:
+        """Where this machine's stored build of ``variant`` lives (next to its speed
+        baseline, under ``builds/<machine slug>/``; not committed: a model per variant)."""
+        from navya.runtime import machine_slug
+
+        if self.speed_dir is None:
+            return None
+        return self.speed_dir / "builds" / machine_slug(self.machine) / f"{variant}.pt"
+
+    def stored_build(self, variant: str) -> tuple[Path | None, str | None]:
+        """``(path, None)`` when this machine's speed baseline has a build A/B entry for
+        ``variant`` whose stored build is present with the recorded SHA-256 and the same
+        config; else ``(None, why)``."""
+        from navya.budgets import read_speed_baseline
+        from navya.models.checkpoint import sha256_file
+
+        if variant in self._build_state:
+            return self._build_state[variant]
+        path = self.build_path(variant)
+        entries = (None if path is None or self.speed_baseline_path is None
+                   else read_speed_baseline(self.speed_baseline_path))
+        entry = (entries or {}).get(f"{variant}@build")
+        if path is None:
+            state = (None, "no speed baselines folder")
+        elif entry is None:
+            state = (None, f"{self.speed_baseline_path} has no build A/B entry for {variant!r}")
+        elif entry.config != self.config_dict(variant):
+            state = (None, f"the stored build of {variant!r} was recorded for config "
+                           f"{entry.config}, this run's is {self.config_dict(variant)}")
+        elif not path.is_file():
+            state = (None, f"its stored build {path} is missing (stored builds stay on the "
+                           "machine that recorded them)")
+        elif sha256_file(path) != entry.sha256:
+            state = (None, f"its stored build {path} does not match the SHA-256 recorded in "
+                           f"{self.speed_baseline_path}")
+        else:
+            state = (path, None)
+        self._build_state[variant] = state
+        return state
+
+    def _store_build(self, variant: str) -> str:
+        """Save the variant's model as this machine's stored build (atomically); its SHA-256."""
+        import hashlib
+        import io
+
+        from navya._io import atomic_write_bytes
+
+        path = self.build_path(variant)
+        buf = io.BytesIO()
+        torch.save(self.model(variant), buf)
+        data = buf.getvalue()
+        atomic_write_bytes(path, data)
+        self._build_state[variant] = (path, None)
+        return hashlib.sha256(data).hexdigest()
 
     def _speed_run_here(self, variant: str):
         """One speed run in this process (``isolated_speed=False``): unpinned, no injection."""
@@ -841,21 +925,49 @@ class Bench:
         return (f"t({variant}) / t(yardstick)" if variant == self.reference
                 else f"speedup of {variant}")
 
+    def speed_figures(self, variant: str) -> list[tuple[str, str]]:
+        """The speed figures of ``variant`` a speed baseline records, as ``(entry name,
+        label)``: its speedup (the reference: its cost against the yardstick), its A/B against
+        its stored build and, for the reference, its network's share of the end-to-end call."""
+        out = [(variant, self.speed_figure_name(variant)),
+               (f"{variant}@build", f"t(stored build) / t({variant} now)")]
+        if variant == self.reference:
+            out.append((f"{variant}@pipeline", f"t({variant} network) / t({variant} end to end)"))
+        return out
+
+    def figure_values(self, variant: str, n: int) -> dict[str, list[float]]:
+        """The first ``n`` runs' value of each speed figure of ``variant`` (a figure a run did
+        not time is absent)."""
+        runs = self.speed_runs(variant, n)[:n]
+        pairs = self.speed_pairs(variant, n)[:n]
+        out = {variant: [r.speedup for r in runs]}
+        for kind in ("build", "pipeline"):
+            if all(kind in p for p in pairs):
+                out[f"{variant}@{kind}"] = [p[kind].speedup for p in pairs]
+        return out
+
     def check_speed_baseline(self, variant: str, *, family_size: int = 1,
                              record: int = 0, confirm: int = 3) -> Verdict:
-        """Compare the variant's speedup (the reference: its cost relative to the yardstick)
-        with this machine's recorded runs; with ``record``, make that many fresh runs and
-        record them instead.
+        """Compare the variant's speed figures (:meth:`speed_figures`) with this machine's
+        recorded runs; with ``record``, store the variant's build, make that many fresh runs
+        and record them instead.
 
-        The tolerance comes from the recorded spread (:func:`navya.budgets.speed_tolerance`,
-        ``family_size`` checks in the run). A first run outside it is confirmed with more
-        fresh runs (``confirm`` in all) and judged on their median: one slow process is not
-        a regression.
+        The speedup cancels whatever slows the reference as much as the variant, and it drifts
+        with the host (int8 and fp32 kernels respond differently to a busy memory system); the
+        A/B against the stored build times two models of the same kind side by side, so its
+        spread is a few times smaller and it catches a variant that became slower. The
+        reference's network-versus-end-to-end pair catches slower pre- or post-processing.
+
+        Each figure's tolerance comes from its recorded spread
+        (:func:`navya.budgets.speed_tolerance`, ``family_size`` figures compared in the run).
+        When a first run is outside a tolerance, more fresh runs (``confirm`` in all) are made
+        and every figure is judged on their median: one slow process is not a regression.
         """
         from navya.budgets import (
             SpeedDecision,
             SpeedEntry,
             read_speed_baseline,
+            read_speed_protocol,
             speed_tolerance,
             write_speed_entry,
         )
@@ -866,31 +978,39 @@ class Bench:
         slug = machine_slug(self.machine)
         is_ref = variant == self.reference
         config = self.config_dict(variant)
+        hint = (f"record one on this machine with `pytest benchmarks/ --navya-record-speed 10` "
+                f"(writes {path})")
         if record:
             if path is None:
                 return self._record(Verdict(variant, key, Outcome.NO_BASELINE,
                                             "no baselines folder to record speed into"))
-            runs = self.speed_runs(variant, record)[:record]
-            entry = SpeedEntry(tuple(r.speedup for r in runs), not is_ref, config,
-                               tuple(r.a.median_ms for r in runs))
-            write_speed_entry(path, variant, entry, self.machine, self.speed_protocol(),
-                              utc_now())
-            values = entry.values
+            sha = self._store_build(variant)
+            for fig in (Fig.SPEEDUP, Fig.SPEED_PAIRS):  # every recorded run times the build
+                self._cache.pop((fig, variant, 0), None)
+            values = self.figure_values(variant, record)
+            ref_ms = tuple(r.a.median_ms for r in self.speed_runs(variant, record)[:record])
+            lines = []
+            for name, label in self.speed_figures(variant):
+                if name not in values:  # in-process runs time no stored build
+                    continue
+                entry = SpeedEntry(tuple(values[name]), name != variant or not is_ref, config,
+                                   ref_ms if name == variant else (),
+                                   sha if name.endswith("@build") else None)
+                write_speed_entry(path, name, entry, self.machine, self.speed_protocol(),
+                                  utc_now())
+                lines.append(f"{label}: median {entry.center:.3f}, spread "
+                             f"{entry.spread_rel:.2%}")
             return self._record(Verdict(
                 variant, key, Outcome.UPDATED,
-                f"recorded {len(values)} runs of {self.speed_figure_name(variant)} for machine "
-                f"{slug}: median {entry.center:.3f}, spread {entry.spread_rel:.2%} ({path})"))
+                f"recorded {record} runs for machine {slug} ({path}; stored build "
+                f"{self.build_path(variant)}): " + "; ".join(lines)))
         entries = None if path is None else read_speed_baseline(path)
-        hint = (f"record one on this machine with `pytest benchmarks/ --navya-record-speed 10` "
-                f"(writes {path})")
         if entries is None:
             return self._record(Verdict(
                 variant, key, Outcome.NO_BASELINE,
                 f"NO SPEED BASELINE for machine {slug} ({self.machine['cpu_model']}, "
                 f"{self.machine['cores']} cores): the speed of {variant!r} is checked against "
                 f"the portable floor only; {hint}"))
-        from navya.budgets import read_speed_protocol
-
         protocol = read_speed_protocol(path)
         if protocol != self.speed_protocol():
             return self._record(Verdict(
@@ -902,23 +1022,37 @@ class Bench:
             return self._record(Verdict(
                 variant, key, Outcome.NO_BASELINE,
                 f"NO SPEED BASELINE for {variant!r} on machine {slug} ({path} has "
-                f"{', '.join(entries) or 'no entries'}); {hint}"))
+                f"{', '.join(e for e in entries if '@' not in e) or 'no entries'}); {hint}"))
         if entry.config != config:
             return self._record(Verdict(
                 variant, key, Outcome.NOT_COMPARABLE,
                 f"SPEED BASELINE NOT COMPARABLE for {variant!r}: recorded for config "
                 f"{entry.config}, this run's is {config}; {hint}"))
-        tol = speed_tolerance(entry.spread_rel, len(entry.values), family_size)
-        runs = self.speed_runs(variant, 1)
-        decision = SpeedDecision(self.speed_figure_name(variant), (runs[0].speedup,), entry, tol)
-        if not decision.passed and confirm > 1:
-            runs = self.speed_runs(variant, confirm)
-            decision = SpeedDecision(self.speed_figure_name(variant),
-                                     tuple(r.speedup for r in runs[:confirm]), entry, tol)
-        return self._record(Verdict(variant, key,
-                                    Outcome.PASS if decision.passed else Outcome.FAIL,
-                                    decision.message(), measured=decision.measured,
-                                    limit=decision.threshold))
+
+        def decide(n: int) -> dict[str, SpeedDecision]:
+            values = self.figure_values(variant, n)
+            return {name: SpeedDecision(label, tuple(values[name]), entries[name],
+                                        speed_tolerance(entries[name].spread_rel,
+                                                        len(entries[name].values), family_size))
+                    for name, label in self.speed_figures(variant)
+                    if name in entries and name in values}
+
+        judged = decide(1)
+        if not all(d.passed for d in judged.values()) and confirm > 1:
+            judged = decide(confirm)
+        decisions = list(judged.values())
+        notes = []
+        build, why = self.stored_build(variant)
+        if f"{variant}@build" not in judged:
+            notes.append(f"NO STORED BUILD for {variant!r} on machine {slug}: {why or 'not timed'}; "
+                         f"the A/B against it is skipped (record one with "
+                         f"`pytest benchmarks/ --navya-record-speed 10`)")
+        failed = [d for d in decisions if not d.passed]
+        first = decisions[0]
+        return self._record(Verdict(
+            variant, key, Outcome.FAIL if failed else Outcome.PASS,
+            "\n".join([d.message() for d in decisions] + notes),
+            measured=(failed or [first])[0].measured, limit=(failed or [first])[0].threshold))
 
     def status(self, variant: str) -> str:
         """``FAIL: <keys>`` / ``ERROR: <what>`` / ``PASS`` / ``reference`` / ``NO BUDGET`` /

@@ -311,6 +311,8 @@ class SpeedEntry:
     config: Any = None
     #: the reference's median ms in each run (absolute: context for people, never compared)
     reference_ms: tuple[float, ...] = ()
+    #: for an ``<variant>@build`` entry: the SHA-256 of the stored build it was timed against
+    sha256: str | None = None
 
     @property
     def center(self) -> float:
@@ -343,9 +345,14 @@ def read_speed_baseline(path: str | os.PathLike) -> dict[str, SpeedEntry] | None
             raise BaselineError(f"{path}: entries.{name}.values must be a non-empty list of "
                                 f"positive numbers, got {values!r}")
         ref_ms = entry.get("reference_ms") or ()
+        sha = entry.get("sha256")
+        if sha is not None and not (isinstance(sha, str) and len(sha) == 64):
+            raise BaselineError(f"{path}: entries.{name}.sha256 must be a 64-character hex "
+                                f"digest, got {sha!r}")
         out[name] = SpeedEntry(tuple(float(v) for v in values),
                                bool(entry.get("higher_is_better", True)), entry.get("config"),
-                               tuple(float(v) for v in ref_ms if isinstance(v, int | float)))
+                               tuple(float(v) for v in ref_ms if isinstance(v, int | float)),
+                               sha)
     return out
 
 
@@ -375,6 +382,8 @@ def write_speed_entry(path: str | os.PathLike, name: str, entry: SpeedEntry,
                      "center": entry.center, "spread_rel": entry.spread_rel,
                      "reference_ms": list(entry.reference_ms), "config": entry.config,
                      "recorded": recorded}
+    if entry.sha256 is not None:
+        entries[name]["sha256"] = entry.sha256
     payload = {"machine": dict(machine), "protocol": dict(protocol),
                "entries": dict(sorted(entries.items()))}
     atomic_write_text(path, json.dumps(payload, indent=2, allow_nan=False,

@@ -351,14 +351,19 @@ class SuiteSession:
     def check_speed_baseline(self, variant: str) -> None:
         """This run's speed of ``variant`` against this machine's recorded runs (or record
         them, with ``--navya-record-speed N``)."""
+        # the figures compared in a run: each variant's speedup and its A/B against its
+        # stored build, and the reference's network-versus-end-to-end share
         verdict = self.bench.check_speed_baseline(
-            variant, family_size=len(self.selected_variants()),
+            variant, family_size=2 * len(self.selected_variants()) + 1,
             record=self.opt("navya_record_speed"))
         if verdict.outcome.name == "NO_BASELINE" and not self._speed_note:
             self._speed_note = True
             self.notes.append(verdict.message.split(": the speed")[0] + ": speed is checked "
                               "against the portable floors only; record one with "
                               "`pytest benchmarks/ --navya-record-speed 10`")
+        for line in verdict.message.splitlines():
+            if line.startswith("NO STORED BUILD"):
+                self.notes.append(line)
         self.outcome(verdict)
 
     def check_baseline(self, variant: str) -> None:

@@ -151,22 +151,35 @@ def tiny_checkpoint(tiny_voc, tmp_path_factory):
     return path
 
 
-def test_worker_times_candidates_and_the_yardstick(tiny_checkpoint, tiny_voc):
+def test_worker_times_candidates_the_yardstick_stored_builds_and_the_pipeline(
+        tiny_checkpoint, tiny_voc, tmp_path):
     from navya.data.voc import VOCDataset
     from navya.models import load_checkpoint
 
     model, _ = load_checkpoint(tiny_checkpoint)
     images = [VOCDataset(tiny_voc, "val")[0][0]]
+    torch.save(model, tmp_path / "stored.pt")
+    (tmp_path / "broken.pt").write_bytes(b"not a pickle")
     run = run_speed_job(model, {"same": model, "slower": model}, images, rounds=15, warmup=2,
                         cpu=timing_cpu(), with_yardstick=True,
-                        inject={"network": {"slower": 1.0}})
-    assert set(run.results) == {"same", "slower", YARDSTICK}
+                        inject={"network": {"slower": 1.0}}, reference_name="fp32",
+                        pipeline=True,
+                        builds={"slower": tmp_path / "stored.pt", "fp32": tmp_path / "stored.pt",
+                                "same": tmp_path / "broken.pt"})
+    assert set(run.results) == {"same", "slower", YARDSTICK, "slower@build", "fp32@build",
+                                "fp32@pipeline"}
     assert run.placement["pinned_cpu"] == timing_cpu()
     assert 0.8 < run.results["same"].speedup < 1.25
     assert run.results["slower"].speedup < 0.85  # the network took twice as long
     assert run.results[YARDSTICK].a.rounds == 15
+    assert run.results["slower@build"].speedup < 0.85  # twice the network against the stored
+    assert 0.8 < run.results["fp32@build"].speedup < 1.25
+    assert 0.5 < run.results["fp32@pipeline"].speedup < 1.0  # the network is most of a call
+    assert "same@build" in run.errors  # a build that does not load: said, not a crash
     with pytest.raises(ValueError, match="reserved"):
         run_speed_job(model, {YARDSTICK: model}, images)
+    with pytest.raises(ValueError, match="neither the reference"):
+        run_speed_job(model, {"same": model}, images, builds={"other": "x.pt"})
 
 
 # -- the gate in the suite (pytester) ----------------------------------------------------------------
@@ -204,15 +217,19 @@ def test_no_speed_baseline_is_loud_and_floors_still_apply(gate, pytester):
 
 def test_recorded_baseline_passes_unchanged_and_catches_a_10_percent_slowdown(gate, pytester):
     only_fused = ("-k", "speed_regression and fp32-fused")
-    recorded = gate("--navya-record-speed", "5", *only_fused)
+    recorded = gate("--navya-record-speed", "4", "--navya-speed-rounds", "30", *only_fused)
     assert recorded.ret == 0, recorded.stdout.str()
     path = speed_baseline_path(pytester.path / "baselines", machine_slug(machine_key(1)))
     entries = read_speed_baseline(path)
-    assert set(entries) == {"fp32-fused"} and len(entries["fp32-fused"].values) == 5
-    assert entries["fp32-fused"].higher_is_better is True
-    slowed = gate("--navya-inject-slowdown", "fp32-fused:network:0.10", *only_fused)
+    assert set(entries) == {"fp32-fused", "fp32-fused@build"}
+    assert len(entries["fp32-fused"].values) == 4 and entries["fp32-fused"].higher_is_better
+    build = entries["fp32-fused@build"]  # the build timed against itself: about 1
+    assert 0.9 < build.center < 1.1 and build.higher_is_better and len(build.sha256) == 64
+    slowed = gate("--navya-inject-slowdown", "fp32-fused:network:0.10", "--navya-speed-rounds",
+                  "30", *only_fused)
     out = slowed.stdout.str()
     assert "test_speed_regression[fp32-fused] FAILED" in out, out
+    assert "t(stored build) / t(fp32-fused now)" in out
     assert "REGRESSED beyond the tolerance" in out
 
 
@@ -230,3 +247,35 @@ def test_reference_cost_is_recorded_against_the_yardstick(tiny_checkpoint, tiny_
     assert len(entry.reference_ms) == 3 and min(entry.reference_ms) > 0
     worker_protocol = Bench(bench.workload, BenchSettings(rss=False), baselines_dir=tmp_path)
     assert worker_protocol.check_speed_baseline("fp32").outcome.name == "NOT_COMPARABLE"
+
+
+def test_stored_build_is_used_only_when_present_unchanged_and_of_the_same_config(
+        tiny_checkpoint, tiny_voc, tmp_path):
+    from navya.bench import Bench, BenchSettings, load_workload
+
+    settings = BenchSettings(rss=False, speed_rounds=5, warmup=1, isolated_speed=False)
+    workload = load_workload(tiny_checkpoint, tiny_voc, eval_images=2)
+    bench = Bench(workload, settings, baselines_dir=tmp_path)
+    assert bench.check_speed_baseline("fp32-fused", record=3).outcome.name == "UPDATED"
+    path = bench.speed_baseline_path
+    sha = bench._store_build("fp32-fused")
+    write_speed_entry(path, "fp32-fused@build",
+                      SpeedEntry((1.0, 1.01, 0.99), True, bench.config_dict("fp32-fused"),
+                                 sha256=sha),
+                      bench.machine, bench.speed_protocol(), "now")
+
+    def state():
+        return Bench(workload, settings, baselines_dir=tmp_path).stored_build("fp32-fused")
+
+    assert state() == (bench.build_path("fp32-fused"), None)
+    verdict = Bench(workload, settings, baselines_dir=tmp_path).check_speed_baseline(
+        "fp32-fused")  # in-process runs time no build: said, not failed
+    assert verdict.outcome.name == "PASS" and "NO STORED BUILD" in verdict.message
+    build = bench.build_path("fp32-fused")
+    build.write_bytes(build.read_bytes() + b"x")
+    assert "does not match the SHA-256" in state()[1]
+    build.unlink()
+    assert "is missing" in state()[1]
+    write_speed_entry(path, "fp32-fused@build", SpeedEntry((1.0,), True, {"other": 1}, (), sha),
+                      bench.machine, bench.speed_protocol(), "now")
+    assert "recorded for config" in state()[1]

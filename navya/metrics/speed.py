@@ -147,12 +147,16 @@ class SpeedRun:
     results: dict[str, SpeedupResult]
     placement: dict[str, Any] = field(default_factory=dict)
     rounds: int = 0
+    #: pairs the worker could not time, with why (a stored build that no longer loads)
+    errors: dict[str, str] = field(default_factory=dict)
 
 
 def run_speed_job(reference: nn.Module, candidates: Mapping[str, nn.Module],
                   images: Sequence[torch.Tensor], *, rounds: int = 60, warmup: int = 5,
                   threads: int = 1, cpu: int | None = None, with_yardstick: bool = False,
                   inject: Mapping[str, Any] | None = None,
+                  builds: Mapping[str, str | os.PathLike] | None = None,
+                  pipeline: bool = False, reference_name: str = "reference",
                   timeout_s: float = 900.0) -> SpeedRun:
     """Time each candidate against ``reference`` in one fresh worker process.
 
@@ -165,6 +169,11 @@ def run_speed_job(reference: nn.Module, candidates: Mapping[str, nn.Module],
         with_yardstick: also time the yardstick against the reference.
         inject: slowdowns for tests and the power study: ``{"network": {name: fraction},
             "postprocess": fraction}`` (post-processing: every model, the reference too).
+        builds: stored builds (pickled whole by :func:`torch.save`) to time a model against:
+            ``{name: path}`` with ``name`` a candidate or ``reference_name``; the result
+            ``<name>@build`` is ``t(stored build) / t(model now)`` (below 1: slower now).
+        pipeline: also time the reference's network alone against its end-to-end call:
+            ``<reference_name>@pipeline`` is ``t(network) / t(end to end)``.
 
     Raises:
         ValueError: bad arguments. RuntimeError: the worker failed or timed out (with the
@@ -176,6 +185,10 @@ def run_speed_job(reference: nn.Module, candidates: Mapping[str, nn.Module],
             raise ValueError(f"{label} must be an integer >= {low}, got {value!r}")
     if YARDSTICK in candidates:
         raise ValueError(f"{YARDSTICK!r} is reserved for the yardstick")
+    unknown = set(builds or {}) - set(candidates) - {reference_name}
+    if unknown:
+        raise ValueError(f"stored builds given for {sorted(unknown)}, which are neither the "
+                         f"reference {reference_name!r} nor a candidate")
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
     with tempfile.TemporaryDirectory(prefix="navya-speed-") as tmp:
@@ -188,7 +201,9 @@ def run_speed_job(reference: nn.Module, candidates: Mapping[str, nn.Module],
         job = {"reference": paths.pop("__reference__"), "candidates": paths,
                "images": str(tmp / "images.pt"), "rounds": rounds, "warmup": warmup,
                "threads": threads, "cpu": cpu, "yardstick": with_yardstick,
-               "engine": torch.backends.quantized.engine, "inject": dict(inject or {})}
+               "engine": torch.backends.quantized.engine, "inject": dict(inject or {}),
+               "reference_name": reference_name, "pipeline": bool(pipeline),
+               "builds": {name: str(path) for name, path in (builds or {}).items()}}
         (tmp / "job.json").write_text(json.dumps(job))
         cmd = [sys.executable, "-m", "navya.metrics._speed_worker", str(tmp / "job.json")]
         try:
@@ -203,4 +218,4 @@ def run_speed_job(reference: nn.Module, candidates: Mapping[str, nn.Module],
     out = json.loads(lines[-1])
     results = {name: speedup_from_samples(r["t_ref_ms"], r["t_ms"], threads=threads)
                for name, r in out["results"].items()}
-    return SpeedRun(results, out["placement"], rounds)
+    return SpeedRun(results, out["placement"], rounds, dict(out.get("errors", {})))
