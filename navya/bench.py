@@ -27,6 +27,7 @@ Protocol (DESIGN.md, "Measurement protocol"):
 from __future__ import annotations
 
 import enum
+import json
 import math
 import os
 import time
@@ -198,15 +199,29 @@ class Workload:
 def load_workload(checkpoint: str | os.PathLike, data: str | os.PathLike, *, split: str = "val",
                   eval_images: int | None = 500, train_split: str | None = "train") -> Workload:
     """The workload of a checkpoint and a VOC folder (the train split feeds calibration)."""
-    from navya.data.synthetic import read_fingerprint
+    from navya.data.synthetic import read_fingerprint, verify_synthetic
     from navya.data.voc import VOCDataset
     from navya.models import load_checkpoint
     from navya.models.checkpoint import sha256_file
 
     reference, ckpt = load_checkpoint(checkpoint)
     names = ckpt.class_names or None
-    eval_set = VOCDataset(data, split, class_names=names, limit=eval_images)
+    try:
+        eval_set = VOCDataset(data, split, class_names=names, limit=eval_images)
+    except NavyaError as exc:
+        if names and "class" in str(exc):
+            raise BenchError(
+                f"the checkpoint {ckpt.path} ({len(names)} classes: {', '.join(names)}) does "
+                f"not fit the data {data}: {exc}") from exc
+        raise
     fingerprint = read_fingerprint(eval_set.voc_dir)
+    if fingerprint is not None:
+        problems = verify_synthetic(eval_set.voc_dir)
+        if problems:
+            raise BenchError(f"{eval_set.voc_dir}: the synthetic set does not match its "
+                             f"navya_synthetic.json (its fingerprint would be a lie): "
+                             + "; ".join(problems[:5])
+                             + f"; regenerate it with `navya data synth {data}`")
     notes = []
     trained_on = ckpt.meta.get("data_fingerprint")
     if trained_on and fingerprint and trained_on != fingerprint:
@@ -321,6 +336,8 @@ class Bench:
         self.verdicts: dict[str, dict[str, Verdict]] = {}
         self.order: list[str] = []  # variants in the order they were first measured
         self.errors: dict[str, str] = {}
+        #: baselines measured for an explicit refresh, written by commit_baselines
+        self.pending_baselines: dict[str, tuple[Path, dict[str, Any], dict[str, Any]]] = {}
         #: per variant: (stored build to time against, or None and why); see stored_build
         self._build_state: dict[str, tuple[Path | None, str | None]] = {}
 
@@ -406,7 +423,26 @@ class Bench:
             self._cache[(Fig.TRANSFORM_S, variant, 0)] = time.perf_counter() - t0
             return m.eval()
 
-        return self._cached(Fig.MODEL, variant, build)
+        def checked():
+            m = build()
+            self._check_finite(variant, m)
+            return m
+
+        return self._cached(Fig.MODEL, variant, checked)
+
+    def _check_finite(self, variant: str, model: nn.Module) -> None:
+        """A model whose network outputs NaN or inf (a diverged or corrupted checkpoint, a
+        broken transform) is an error naming the variant, not a mAP of 0."""
+        with torch.inference_mode():
+            x = model.preprocess(self.images)
+            outputs = model.core(x)
+        bad = [i for i, t in enumerate(outputs)
+               if not bool(torch.isfinite((t.dequantize() if t.is_quantized else t).float())
+                           .all())]
+        if bad:
+            raise BenchError(f"variant {variant!r} outputs NaN or inf (network output(s) "
+                             f"{bad}) on the first {len(self.images)} evaluation image(s): "
+                             "a diverged or corrupted checkpoint, or a broken transform")
 
     def timed_model(self, variant: str, threads: int | None = None) -> nn.Module:
         """The copy of the variant's model that is timed at ``threads`` intra-op threads.
@@ -430,10 +466,10 @@ class Bench:
     def evaluation(self, variant: str):
         """VOC evaluation (:class:`~navya.metrics.detection.VOCEvaluation`) on the workload."""
         from navya.metrics.evaluate import evaluate_model
-        from navya.runtime import num_threads
+        from navya.runtime import num_threads, usable_cpus
 
         def run():
-            with num_threads(os.cpu_count() or 1):
+            with num_threads(usable_cpus()):
                 return evaluate_model(self.model(variant), self.workload.eval_dataset,
                                       class_names=self.workload.class_names,
                                       batch_size=self.settings.eval_batch_size,
@@ -866,10 +902,12 @@ class Bench:
         figures = self.deterministic_figures(variant)
         provenance = self.provenance(variant)
         if update:
-            write_baseline(path, variant, figures, provenance)
-            return self._record(Verdict(variant, "baseline", Outcome.UPDATED,
-                                        f"baseline of {variant!r} rewritten: {path}"))
-        baseline = read_baseline(path)
+            self.pending_baselines[variant] = (path, figures, provenance)
+            return self._record(Verdict(
+                variant, "baseline", Outcome.UPDATED,
+                f"baseline of {variant!r} measured; {path} is rewritten with the others at "
+                "the end of the run, if the run is complete and comparable"))
+        baseline = read_baseline(path, variant)
         if baseline is None:
             return self._record(Verdict(
                 variant, "baseline", Outcome.NO_BASELINE,
@@ -892,6 +930,51 @@ class Bench:
                 + "\n".join(d.message() for d in deviations)))
         return self._record(Verdict(variant, "baseline", Outcome.PASS,
                                     f"{variant!r} matches its baseline {path}"))
+
+    #: provenance fields a refresh must share with the baselines it replaces
+    REFRESH_FIELDS = ("checkpoint_sha256", "data_fingerprint", "eval_images", "split")
+
+    def refresh_refusals(self, expected: Sequence[str], *, incomplete: str | None = None,
+                         default_eval_images: int | None = None) -> dict[str, str]:
+        """Why the pending refresh must not be written, by override name: ``incomplete``
+        (a variant of ``expected`` not measured, or the caller's reason), and each
+        :data:`REFRESH_FIELDS` field in which the run differs from the baselines on disk
+        (without any: ``eval_images`` when it is not ``default_eval_images``)."""
+        out: dict[str, str] = {}
+        missing = [v for v in expected if v not in self.pending_baselines]
+        if missing or incomplete:
+            out["incomplete"] = "; ".join(
+                ([f"not measured in this run: {', '.join(missing)}"] if missing else [])
+                + ([incomplete] if incomplete else []))
+        if not self.pending_baselines or self.baselines_dir is None:
+            return out
+        on_disk = {}
+        for f in sorted(self.baselines_dir.glob("*.json")):
+            try:
+                on_disk[f.stem] = read_baseline(f)["provenance"]
+            except Exception:  # a broken file is replaced by the refresh
+                continue
+        _path, _figures, run = next(iter(self.pending_baselines.values()))
+        for key in self.REFRESH_FIELDS:
+            old = sorted({json.dumps(p.get(key), sort_keys=True) for p in on_disk.values()})
+            new = json.dumps(run.get(key), sort_keys=True)
+            if old and old != [new]:
+                out[key] = (f"this run's {key} is {new}, the baselines in "
+                            f"{self.baselines_dir} have {', '.join(old)}")
+            elif (not old and key == "eval_images" and default_eval_images is not None
+                  and run.get(key) != default_eval_images):
+                out[key] = (f"this run evaluated {run.get(key)} images, not the default "
+                            f"{default_eval_images}")
+        return out
+
+    def commit_baselines(self) -> list[Path]:
+        """Write every pending baseline (each atomically, all at the end of the run)."""
+        written = []
+        for variant, (path, figures, provenance) in self.pending_baselines.items():
+            write_baseline(path, variant, figures, provenance)
+            written.append(path)
+        self.pending_baselines.clear()
+        return written
 
     # -- speed against this machine's baseline --
 
@@ -1055,14 +1138,17 @@ class Bench:
             measured=(failed or [first])[0].measured, limit=(failed or [first])[0].threshold))
 
     def status(self, variant: str) -> str:
-        """``FAIL: <keys>`` / ``ERROR: <what>`` / ``PASS`` / ``reference`` / ``NO BUDGET`` /
+        """``ERROR: <what>`` (a figure could not be measured or a test crashed; any failures
+        follow) / ``FAIL: <keys>`` / ``PASS`` / ``reference`` / ``NO BUDGET`` /
         ``not checked``, from the verdicts recorded so far."""
         verdicts = self.verdicts.get(variant, {})
-        failed = [k for k, v in verdicts.items() if v.failed]
+        failed = [k for k, v in verdicts.items() if v.outcome is Outcome.FAIL]
+        errored = [k for k, v in verdicts.items() if v.outcome is Outcome.ERROR]
+        if variant in self.errors or errored:
+            what = self.errors.get(variant) or ", ".join(errored)
+            return "ERROR: " + what + (f"; FAIL: {','.join(failed)}" if failed else "")
         if failed:
             return "FAIL: " + ",".join(failed)
-        if variant in self.errors:
-            return "ERROR: " + self.errors[variant]
         if any(v.outcome is Outcome.PASS and v.limit is not None for v in verdicts.values()):
             return "PASS"
         if variant == self.reference:

@@ -120,15 +120,35 @@ class BudgetCheck:
                 f"{self.measured:.4g}, budget {op} {self.limit:.4g}")
 
 
+#: The meaningful range of each budget: (lowest, lowest allowed?, highest, highest allowed?).
+BUDGET_RANGES: dict[str, tuple[float, bool, float, bool]] = {
+    "max_map_drop_points": (0.0, True, 100.0, True),  # points of mAP
+    "min_size_ratio": (0.0, False, math.inf, False),
+    "min_zip_size_ratio": (0.0, False, math.inf, False),
+    "min_speedup": (0.0, False, math.inf, False),
+    "max_peak_mem_mb": (0.0, False, math.inf, False),
+    "min_macs_reduction": (0.0, True, 1.0, False),  # a fraction of the reference's MACs
+}
+
+
+def _range_text(low: float, low_ok: bool, high: float, high_ok: bool) -> str:
+    left = f"{'>=' if low_ok else '>'} {low:g}"
+    return left + ("" if math.isinf(high) else f" and {'<=' if high_ok else '<'} {high:g}")
+
+
 def _number(path: Path, where: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value):
-        raise BudgetError(f"{path}: {where} must be a number, got {value!r}")
+    if (isinstance(value, bool) or not isinstance(value, int | float)
+            or not math.isfinite(value)):
+        raise BudgetError(f"{path}: {where} must be a finite number, got {value!r}")
     return float(value)
 
 
-def load_budgets(path: str | os.PathLike, known_variants: Iterable[str] | None = None) -> Budgets:
+def load_budgets(path: str | os.PathLike, known_variants: Iterable[str] | None = None, *,
+                 require: Iterable[str] = ()) -> Budgets:
     """Read and validate a budgets file. ``known_variants`` (the registry) makes an entry for an
-    unregistered variant an error."""
+    unregistered variant an error; every variant in ``require`` (the run's variants besides the
+    reference) must have at least one budget: a run that gates nothing is an error, not a
+    green run. Each budget must lie in its meaningful range (:data:`BUDGET_RANGES`)."""
     path = Path(path)
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
@@ -160,7 +180,17 @@ def load_budgets(path: str | os.PathLike, known_variants: Iterable[str] | None =
                 raise BudgetError(f"{path}: variants.{name}: unknown budget {key!r}; known: "
                                   f"{', '.join(BUDGET_KEYS)}")
             checked[key] = _number(path, f"variants.{name}.{key}", value)
+            low, low_ok, high, high_ok = BUDGET_RANGES[key]
+            if not ((checked[key] >= low if low_ok else checked[key] > low)
+                    and (checked[key] <= high if high_ok else checked[key] < high)):
+                raise BudgetError(f"{path}: variants.{name}.{key} = {value!r} is outside its "
+                                  f"meaningful range ({_range_text(*BUDGET_RANGES[key])})")
         variants[name] = checked
+    ungated = [name for name in require if not variants.get(name)]
+    if ungated:
+        raise BudgetError(f"{path}: no budget for variant(s) {', '.join(ungated)}: this run "
+                          f"would gate nothing for them; add a [variants.<name>] table with at "
+                          f"least one of {', '.join(BUDGET_KEYS)}")
     return Budgets(path, variants, tolerances, trained)
 
 
@@ -212,15 +242,48 @@ def _read_json(path: Path, what: str, fix: str) -> Any:
                             f"or {fix}") from exc
 
 
-def read_baseline(path: str | os.PathLike) -> dict | None:
-    """The baseline at ``path``, or None when there is none. A broken file is an error."""
+def _is_number(value: Any) -> bool:
+    return (isinstance(value, int | float) and not isinstance(value, bool)
+            and math.isfinite(value))
+
+
+def read_baseline(path: str | os.PathLike, variant: str | None = None) -> dict | None:
+    """The baseline at ``path``, or None when there is none. A broken file is a
+    :class:`BaselineError` naming the file and the key: invalid JSON, a missing section or
+    guarded figure (every key of :data:`BASELINE_FIELDS`, ``map_voc07`` and ``ap``), a value
+    of the wrong type, or (with ``variant``) a file of another variant. (A provenance that
+    lacks a field of :data:`PROVENANCE_FIELDS` makes the baseline not comparable, loudly.)"""
     path = Path(path)
+    fix = "rewrite it with --navya-update-baselines or restore it from git"
     data = _read_json(path, "baseline", "rewrite it with --navya-update-baselines")
     if data is None:
         return None
-    if not isinstance(data, dict) or "figures" not in data or "provenance" not in data:
-        raise BaselineError(f"{path}: baseline lacks 'figures'/'provenance'; rewrite it with "
-                            "--navya-update-baselines")
+    if not isinstance(data, dict):
+        raise BaselineError(f"{path}: a baseline is a JSON object, got {type(data).__name__}; "
+                            f"{fix}")
+    for section in ("figures", "provenance"):
+        if not isinstance(data.get(section), dict):
+            raise BaselineError(f"{path}: baseline key {section!r} must be an object, got "
+                                f"{data.get(section)!r}; {fix}")
+    if variant is not None and data.get("variant") != variant:
+        raise BaselineError(f"{path}: baseline of variant {data.get('variant')!r}, expected "
+                            f"{variant!r}; {fix}")
+    figures = data["figures"]
+    for key in (*BASELINE_FIELDS, "map_voc07"):
+        if key not in figures:
+            raise BaselineError(f"{path}: baseline lacks the guarded figure figures.{key}; "
+                                f"{fix}")
+        if not _is_number(figures[key]):
+            raise BaselineError(f"{path}: figures.{key} must be a finite number, got "
+                                f"{figures[key]!r}; {fix}")
+    ap = figures.get("ap")
+    if not isinstance(ap, dict) or not ap:
+        raise BaselineError(f"{path}: figures.ap must be an object of per-class AP, got "
+                            f"{ap!r}; {fix}")
+    for cls, value in ap.items():
+        if value is not None and not _is_number(value):
+            raise BaselineError(f"{path}: figures.ap.{cls} must be a number or null, got "
+                                f"{value!r}; {fix}")
     return data
 
 

@@ -57,6 +57,9 @@ def _train(args: argparse.Namespace) -> int:
         if tuple(ckpt.class_names) != tuple(names):
             raise CLIError(f"{args.init}: classes {ckpt.class_names} differ from the data's {names}")
     else:
+        import torch
+
+        torch.manual_seed(args.seed)  # the initial weights: same --seed, same model
         model = build_model(args.arch, len(names) + 1, width_mult=args.width,
                             image_size=args.image_size)
     config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, optimizer=args.optimizer,
@@ -67,7 +70,10 @@ def _train(args: argparse.Namespace) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    result = train(model, train_set, config, state_path=state, resume=args.resume)
+    data_id = {"data": str(Path(args.data).resolve()), "split": args.split,
+               "limit": args.limit, "fingerprint": read_fingerprint(train_set.voc_dir)}
+    result = train(model, train_set, config, state_path=state, resume=args.resume,
+                   state_every_s=args.state_every, data_id=data_id)
     meta = {
         "class_names": list(names),
         "train_config": {**config.__dict__},
@@ -182,10 +188,13 @@ def _gate_power(args: argparse.Namespace) -> int:
               f"--baseline-runs {args.baseline_runs} --family {args.family} --speed-rounds "
               f"{args.speed_rounds}" + (f" --false-alarms-from {fa_path}" if fa_path else "")
               + "`.",
-              f"Each trial is one gate check ({args.speed_rounds} ABBA pairs in a fresh worker "
-              f"pinned to one core; a run outside the tolerance is confirmed by two more and "
-              f"judged on the median of three), against a baseline of {args.baseline_runs} "
-              f"unchanged runs, tolerances set for {args.family} speed checks a run.",
+              f"Each trial is one gate check: one fresh worker pinned to one core times "
+              f"{args.speed_rounds} ABBA pairs of each figure (network cells: the variant's "
+              f"speedup over fp32 and its A/B against its stored build; post-processing "
+              f"cells: t(fp32)/t(yardstick) and t(fp32 network)/t(fp32 end to end)); a figure "
+              f"outside its tolerance is confirmed by two more runs and judged on the median "
+              f"of three. Baseline: {args.baseline_runs} unchanged runs; tolerances set for "
+              f"{args.family} speed figures a run.",
               *args.note]
     for path in write_power(out, cells, fa_rows, header):
         print(f"wrote {path}")
@@ -320,6 +329,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--threads", type=int, default=None)
     t.add_argument("--init", default=None, help="start from this checkpoint (fine-tune)")
     t.add_argument("--resume", action="store_true", help="continue from <out>.state.pt")
+    t.add_argument("--state-every", type=float, default=120.0, metavar="SECONDS",
+                   help="save the training state (<out>.state.pt) this often within an "
+                        "epoch too, so an interrupt loses at most that much (default 120)")
     t.set_defaults(func=_train)
 
     e = sub.add_parser("evaluate", help="VOC mAP and per-class AP of a checkpoint")

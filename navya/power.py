@@ -6,12 +6,14 @@ one fresh pinned worker run, confirmed by two more when it falls outside the tol
 times, each time on a fresh :class:`~navya.bench.Bench` so every trial makes its own runs:
 
 - a baseline of ``baseline_runs`` unchanged fresh-process runs of the target variant and of
-  the reference against the yardstick, recorded as ``--navya-record-speed`` records one;
+  the reference, recorded as ``--navya-record-speed`` records one (with their stored builds);
 - cell (a), ``network``: the target variant's network made ``s`` slower, ``s`` in
-  ``slowdowns``; the variant's speed check is judged;
+  ``slowdowns``; the variant's speed check is judged (its speedup over fp32 and its A/B
+  against its stored build, which is not slowed);
 - cell (b), ``postprocess``: every model's end-to-end call made ``s`` slower inside its
-  post-processing (shared by every variant, so every speedup cancels it); the yardstick
-  check must catch it.
+  post-processing (shared by every variant, so every speedup and every stored-build A/B
+  cancels it); the reference's check must catch it (its cost against the yardstick and its
+  network's share of its end-to-end call).
 
 The slowdown in (b) is ``s`` of the whole end-to-end call, spent in post-processing (a busy
 wait): post-processing alone is about 1 % of the fp32 call, so ``s`` of it alone would be

@@ -37,6 +37,7 @@ import torch
 from torch import nn
 
 __all__ = [
+    "usable_cpus",
     "ENGINES",
     "cpu_model",
     "machine_key",
@@ -204,10 +205,8 @@ def machine_key(threads: int) -> dict[str, Any]:
     Speed baselines are kept per key (:func:`machine_slug`)."""
     info = _cpuinfo()
     flags = set((info.get("flags") or info.get("Features") or "").split())
-    cores = (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
-             else os.cpu_count() or 1)
     return {"cpu_model": cpu_model(), "isa": [f for f in ISA_FLAGS if f in flags],
-            "cores": cores, "torch_version": torch.__version__, "threads": int(threads),
+            "cores": usable_cpus(), "torch_version": torch.__version__, "threads": int(threads),
             "quantized_engine": torch.backends.quantized.engine}
 
 
@@ -275,3 +274,12 @@ def timing_copy(model: nn.Module) -> nn.Module:
     engine = getattr(model, "quantized_engine", None)
     with quantized_engine(engine) if engine else contextlib.nullcontext():
         return copy.deepcopy(model).eval()
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity, e.g. under ``taskset -c 0``), not the
+    machine's count: what ``threads=all`` means."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1

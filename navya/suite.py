@@ -27,6 +27,11 @@ if TYPE_CHECKING:
     from navya.bench import Bench, Verdict
 
 DEFAULT_DATA = "data/synth"  # relative to the rootdir; generated on first use
+DEFAULT_EVAL_IMAGES = 500
+#: What ``--navya-update-despite`` may name: a refresh is otherwise refused when the run left a
+#: selected variant out or had a failing/erroring test ("incomplete"), or when its provenance
+#: differs from the baselines' in one of the others.
+UPDATE_OVERRIDES = ("incomplete", "checkpoint_sha256", "data_fingerprint", "eval_images", "split")
 STATE_KEY = pytest.StashKey["SuiteSession"]()
 
 
@@ -57,7 +62,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                      "variant not tagged 'slow')")
     g.addoption("--navya-threads", default="1,all",
                 help="thread counts for the latency benchmarks, e.g. '1,all' (default)")
-    g.addoption("--navya-eval-images", type=int, default=500,
+    g.addoption("--navya-eval-images", type=int, default=DEFAULT_EVAL_IMAGES,
                 help="evaluate mAP on the first N images of the split (default 500)")
     g.addoption("--navya-split", default="val", help="evaluation split (default val)")
     g.addoption("--navya-rounds", type=int, default=30,
@@ -69,7 +74,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g.addoption("--navya-baselines", default=None,
                 help="baselines folder (default <rootdir>/benchmarks/baselines)")
     g.addoption("--navya-update-baselines", action="store_true",
-                help="rewrite the deterministic baselines from this run (explicit refresh)")
+                help="rewrite the deterministic baselines from this run (explicit refresh); "
+                     "written together at the end, and only from a complete, comparable run")
+    g.addoption("--navya-update-despite", default="", metavar="WHAT",
+                help="refresh baselines even though the run differs from them in WHAT "
+                     f"(comma-separated: {', '.join(UPDATE_OVERRIDES)})")
     g.addoption("--navya-no-rss", action="store_true",
                 help="skip the per-variant subprocess peak-RSS measurement")
     g.addoption("--navya-speed-rounds", type=int, default=60,
@@ -96,6 +105,13 @@ def pytest_configure(config: pytest.Config) -> None:
     if record and record < 3:
         raise pytest.UsageError(f"--navya-record-speed: at least 3 runs give a spread, got "
                                 f"{record}")
+    for option, low in (("eval_images", 1), ("rounds", 3), ("speed_rounds", 3)):
+        value = config.getoption(f"navya_{option}")
+        if value < low:
+            raise pytest.UsageError(f"--navya-{option.replace('_', '-')}: must be >= {low}, "
+                                    f"got {value}")
+    _thread_counts(config.getoption("navya_threads"))  # a bad spec: usage error now
+    _update_despite(config.getoption("navya_update_despite"))
     session = SuiteSession(config)
     config.stash[STATE_KEY] = session
     session.register_project_variants()
@@ -131,12 +147,23 @@ def parse_slowdowns(spec: str | None) -> dict[str, Any] | None:
     return out
 
 
+def _update_despite(spec: str) -> set[str]:
+    names = {s.strip() for s in (spec or "").split(",") if s.strip()}
+    unknown = names - set(UPDATE_OVERRIDES)
+    if unknown:
+        raise pytest.UsageError(f"--navya-update-despite: unknown {sorted(unknown)}; known: "
+                                f"{', '.join(UPDATE_OVERRIDES)}")
+    return names
+
+
 def _thread_counts(spec: str) -> list[int]:
+    from navya.runtime import usable_cpus
+
     out = []
     for part in spec.split(","):
         part = part.strip()
         try:
-            n = (os.cpu_count() or 1) if part == "all" else int(part)
+            n = usable_cpus() if part == "all" else int(part)
         except ValueError:
             raise pytest.UsageError(f"--navya-threads: {part!r} is not a thread count "
                                     "(an integer or 'all')") from None
@@ -164,6 +191,7 @@ def _variant_of(item: pytest.Item) -> str | None:
     return None if callspec is None else callspec.params.get("variant")
 
 
+@pytest.hookimpl(trylast=True)  # after -k/-m deselection
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config,
                                   items: list[pytest.Item]) -> None:
     """Run navya's tests variant by variant (in selection order, each variant's tests in file
@@ -174,6 +202,27 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
     keyed = [(order.get(_variant_of(item), -1), i, item) for i, item in enumerate(items)]
     items[:] = [item for _, _, item in sorted(keyed, key=lambda k: (k[0], k[1]))]
     state.remaining = Counter(v for v in map(_variant_of, items) if v is not None)
+    if state.remaining and not config.option.collectonly:
+        state.validate()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    """A navya test that crashed (an exception other than a verdict's failure or skip) makes
+    its variant's status ERROR; any failing navya test makes the run incomplete for a
+    baseline refresh."""
+    outcome = yield
+    report = outcome.get_result()
+    state: SuiteSession | None = item.config.stash.get(STATE_KEY, None)
+    variant = _variant_of(item)
+    if state is None or variant is None or not report.failed:
+        return
+    state.problems.append(f"{item.nodeid} ({report.when})")
+    excinfo = call.excinfo
+    if (state.bench is not None and excinfo is not None
+            and not excinfo.errisinstance((pytest.fail.Exception, pytest.skip.Exception))):
+        state.bench.errors.setdefault(
+            variant, f"{item.name} {report.when}: {excinfo.typename}: {excinfo.value}")
 
 
 @pytest.hookimpl(trylast=True)
@@ -211,6 +260,38 @@ def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: di
     }
 
 
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Write an explicit baseline refresh, all files together, only from a complete and
+    comparable run; a refused refresh fails the run and says why."""
+    state: SuiteSession | None = session.config.stash.get(STATE_KEY, None)
+    if state is None or state.bench is None or not state.opt("navya_update_baselines"):
+        return
+    bench = state.bench
+    why = [state.incomplete(exitstatus)]
+    if state.problems:
+        why.append(f"{len(state.problems)} test(s) failed or errored: "
+                   + ", ".join(state.problems[:5]) + (", ..." if len(state.problems) > 5 else ""))
+    refusals = bench.refresh_refusals(
+        state.selected_variants(), incomplete="; ".join(w for w in why if w) or None,
+        default_eval_images=DEFAULT_EVAL_IMAGES)
+    despite = _update_despite(state.opt("navya_update_despite"))
+    blocking = {k: v for k, v in refusals.items() if k not in despite}
+    if blocking:
+        state.notes.append(
+            "BASELINE REFRESH REFUSED, nothing written: "
+            + "; ".join(f"{k}: {v}" for k, v in blocking.items())
+            + f". Rerun complete, or refresh anyway with --navya-update-despite "
+              f"{','.join(blocking)}")
+        bench.pending_baselines.clear()
+        if session.exitstatus == 0:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
+        return
+    written = bench.commit_baselines()
+    overridden = sorted(set(refusals) & despite)
+    state.notes.append(f"baselines rewritten ({len(written)} files) in {bench.baselines_dir}"
+                       + (f", despite {', '.join(overridden)}" if overridden else ""))
+
+
 def pytest_terminal_summary(terminalreporter, exitstatus, config: pytest.Config) -> None:
     session: SuiteSession | None = config.stash.get(STATE_KEY, None)
     if session is None or session.bench is None or not session.bench.order:
@@ -223,7 +304,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config: pytest.Config)
     for line in session.notes:
         tr.write_line(line, yellow=True, bold=True)
     tr.write_line(summary_text(rows))
-    paths = session.write_reports(rows)
+    paths = session.write_reports(rows, session.incomplete(exitstatus))
     if paths:
         tr.write_line("reports: " + ", ".join(str(p) for p in paths))
 
@@ -240,6 +321,8 @@ class SuiteSession:
         self._selected: list[str] | None = None
         self._project_variants: list[str] = []
         self._speed_note = False
+        #: navya tests that failed or errored in this run (node id and phase)
+        self.problems: list[str] = []
 
     def opt(self, name: str):
         return self.config.getoption(name)
@@ -291,14 +374,26 @@ class SuiteSession:
                     raise pytest.UsageError(
                         f"--navya-variants: unknown variant(s) {', '.join(unknown)}; known: "
                         f"{', '.join(known)}")
+            if not names:
+                raise pytest.UsageError(f"--navya-variants {spec!r} selects no variant: the "
+                                        "run would measure and gate nothing")
             self._selected = names
         return self._selected
 
     # -- setup --
 
     def setup(self) -> None:
+        """Load the workload and build the engine once. If that fails, the run stops here
+        with one message (not the same traceback once per test)."""
         if self.bench is not None:
             return
+        try:
+            self._setup()
+        except Exception as exc:
+            pytest.exit(f"navya: the suite could not start: {type(exc).__name__}: {exc}",
+                        returncode=pytest.ExitCode.TESTS_FAILED)
+
+    def _setup(self) -> None:
         from navya.bench import Bench, BenchSettings, load_workload
         from navya.budgets import load_budgets
         from navya.catalogue import variant_names
@@ -308,12 +403,16 @@ class SuiteSession:
                                variant_names())
         data = self.opt("navya_data")
         if data is None:
-            data = self.rootdir / DEFAULT_DATA
-            if not (data / "VOCdevkit").exists():
-                self._say(f"navya: generating the embedded synthetic data set into {data} "
-                          "(one time, about a minute)")
-                from navya.data.synthetic import generate
+            from navya.data.synthetic import SyntheticConfig, generate, verify_synthetic
 
+            data = self.rootdir / DEFAULT_DATA
+            voc = data / "VOCdevkit" / f"VOC{SyntheticConfig().year}"
+            problems = verify_synthetic(voc) if voc.exists() else None
+            if problems is None or problems:
+                why = ("one time" if problems is None else
+                       "the set there does not match its metadata: " + "; ".join(problems[:3]))
+                self._say(f"navya: generating the embedded synthetic data set into {data} "
+                          f"({why}; about a minute)")
                 generate(data)
         workload = load_workload(self.opt("navya_checkpoint") or DEFAULT_CHECKPOINT, data,
                                  split=self.opt("navya_split"),
@@ -364,6 +463,7 @@ class SuiteSession:
         for line in verdict.message.splitlines():
             if line.startswith("NO STORED BUILD"):
                 self.notes.append(line)
+        print(verdict.message)  # the figures, shown with -rP (or on failure)
         self.outcome(verdict)
 
     def check_baseline(self, variant: str) -> None:
@@ -377,7 +477,44 @@ class SuiteSession:
         order += [v for v in self.bench.order if v not in order]
         return self.bench.rows(order)
 
-    def write_reports(self, rows: list[dict]) -> list[Path]:
+    def incomplete(self, exitstatus: int) -> str | None:
+        """Why this run's results are incomplete (None when every navya test ran and none
+        failed or errored): interrupted, tests not run, tests failed."""
+        why = []
+        if exitstatus == pytest.ExitCode.INTERRUPTED:
+            why.append("the run was interrupted")
+        left = sorted(v for v, n in self.remaining.items() if n)
+        if left:
+            why.append(f"tests of {', '.join(left)} did not run")
+        return "; ".join(why) or None
+
+    def validate(self) -> None:
+        """Before any test runs: the budgets gate every selected variant within meaningful
+        ranges, and every baseline file is of a known variant and well formed (each error
+        names the file and the key)."""
+        from navya.bench import REFERENCE
+        from navya.budgets import BaselineError, BudgetError, load_budgets, read_baseline
+        from navya.catalogue import variant_names
+
+        try:
+            load_budgets(self._path_opt("navya_budgets", "benchmarks/budgets.toml"),
+                         variant_names(),
+                         require=[v for v in self.selected_variants() if v != REFERENCE])
+        except BudgetError as exc:
+            raise pytest.UsageError(str(exc)) from None
+        folder = self._path_opt("navya_baselines", "benchmarks/baselines")
+        known = set(variant_names())
+        for path in sorted(folder.glob("*.json")) if folder.is_dir() else ():
+            if path.stem not in known:
+                raise pytest.UsageError(f"{path}: a baseline for unknown variant "
+                                        f"{path.stem!r}; remove it or register the variant "
+                                        f"(known: {', '.join(sorted(known))})")
+            try:
+                read_baseline(path, path.stem)
+            except BaselineError as exc:
+                raise pytest.UsageError(str(exc)) from None
+
+    def write_reports(self, rows: list[dict], incomplete: str | None = None) -> list[Path]:
         from navya.bench import row_columns
         from navya.report import write_summary
 
@@ -386,5 +523,5 @@ class SuiteSession:
             out_dir = Path(self.config.invocation_params.dir) / out_dir
         budgets = self.bench.budgets
         return write_summary(out_dir, rows, row_columns(self.bench.workload.class_names),
-                             notes=self.notes,
+                             notes=self.notes, incomplete=incomplete,
                              budgets=budgets.variants if budgets is not None else None)

@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -226,6 +227,8 @@ def train(
     desc: str = "train",
     teacher: nn.Module | None = None,
     distill_weight: float = 1.0,
+    state_every_s: float = 120.0,
+    data_id: Any = None,
 ) -> TrainResult:
     """Train ``model`` in place on ``dataset`` (items ``(image [3,H,W] in [0,1], target)``).
 
@@ -233,6 +236,12 @@ def train(
     if given, ``distill_weight`` times :func:`distillation_losses` of the student's core
     outputs against the teacher's, on the same (augmented, pre-processed) batch, is added to
     the detection loss. The teacher runs in eval mode without gradients and is not changed.
+
+    ``state_path``: the training state (model, optimizer, iteration, losses) is saved there,
+    atomically, every ``state_every_s`` seconds of training and at each epoch's end, so an
+    interrupt loses at most that much work; ``resume`` continues from it, mid-epoch too.
+    ``data_id`` (JSON-like: e.g. the data folder, split, limit and fingerprint) is saved with
+    the state, and a resume on other data (or another number of images) is refused.
 
     Returns the per-iteration losses and timing. The model is left in eval mode, in its
     original memory format.
@@ -265,6 +274,12 @@ def train(
         if state["config"] != asdict(config):
             raise CheckpointError(f"{state_path}: saved with another training config "
                                   f"({state['config']}); resume with the same one")
+        saved_data = state.get("data", {"images": len(dataset), "id": data_id})
+        if saved_data != {"images": len(dataset), "id": data_id}:
+            raise CheckpointError(
+                f"{state_path}: saved while training on {saved_data}, this run's data is "
+                f"{ {'images': len(dataset), 'id': data_id} }; resume on the same data and "
+                "limit, or start over without --resume")
         start_it = int(state["iteration"])
         result.losses = list(state["losses"])
 
@@ -283,6 +298,13 @@ def train(
         teacher.eval()
     t0 = time.perf_counter()
     it = start_it
+
+    def save_state() -> None:
+        atomic_torch_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                           "iteration": it, "losses": result.losses, "config": asdict(config),
+                           "data": {"images": len(dataset), "id": data_id}}, state_path)
+
+    last_save = time.perf_counter()
     bar = tqdm(total=total, initial=start_it, desc=desc, disable=not progress, unit="it",
                dynamic_ncols=True)
     try:
@@ -326,10 +348,12 @@ def train(
                                 lr=f"{optimizer.param_groups[0]['lr']:.2e}", epoch=epoch)
                 if it >= total:
                     break
+                if state_path is not None and time.perf_counter() - last_save >= state_every_s:
+                    save_state()
+                    last_save = time.perf_counter()
             if state_path is not None:
-                atomic_torch_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                                   "iteration": it, "losses": result.losses,
-                                   "config": asdict(config)}, state_path)
+                save_state()
+                last_save = time.perf_counter()
     finally:
         bar.close()
         if handle is not None:

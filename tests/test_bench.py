@@ -169,8 +169,8 @@ def test_failing_figure_is_an_error_not_a_pass(tiny, val):
         bench = _bench(tiny, val, budgets=Budgets(None, {"broken": {"min_size_ratio": 1.0}}))
         with pytest.raises(RuntimeError, match="kernel missing"):
             bench.check_budget("broken", "min_size_ratio")
-        assert bench.status("broken").startswith("FAIL: min_size_ratio")
-        assert bench.row("broken")["status"].startswith("FAIL")
+        assert bench.status("broken").startswith("ERROR")
+        assert bench.row("broken")["status"].startswith("ERROR")
     finally:
         unregister("broken")
 
@@ -179,6 +179,11 @@ def test_baselines_compare_and_name_their_provenance(tiny, val, variants, tmp_pa
     bench = _bench(tiny, val, baselines_dir=tmp_path)
     assert bench.check_baseline("counted").outcome.skipped  # none yet
     assert bench.check_baseline("counted", update=True).passed
+    assert not (tmp_path / "counted.json").exists()  # written at the end of a complete run
+    assert bench.refresh_refusals(["counted"]) == {}
+    assert "not measured in this run: damaged" in bench.refresh_refusals(
+        ["counted", "damaged"])["incomplete"]
+    assert bench.commit_baselines() == [tmp_path / "counted.json"]
     data = json.loads((tmp_path / "counted.json").read_text())
     assert data["provenance"]["config"] == {"type": "CountingConfig", "scale": 1.0}
     assert bench.check_baseline("counted").passed
@@ -189,9 +194,24 @@ def test_baselines_compare_and_name_their_provenance(tiny, val, variants, tmp_pa
     assert verdict.outcome.skipped and "split" in verdict.message
     # the same config under another variant's baseline is a deviation when figures differ
     Path(tmp_path / "damaged.json").write_text(
-        (tmp_path / "counted.json").read_text().replace('"scale": 1.0', '"scale": 0.5'))
+        (tmp_path / "counted.json").read_text().replace('"scale": 1.0', '"scale": 0.5')
+        .replace('"variant": "counted"', '"variant": "damaged"'))
     moved = bench.check_baseline("damaged")
     assert moved.failed and "moved from the baseline" in moved.message
+    # a refresh from a run on another split than the baselines on disk is refused
+    other.check_baseline("counted", update=True)
+    refused = other.refresh_refusals(["counted"])
+    assert set(refused) == {"split"} and '"test"' in refused["split"]
+
+
+def test_a_model_that_outputs_nan_is_an_error_naming_the_variant(tiny, val):
+    broken = copy.deepcopy(tiny)
+    with torch.no_grad():
+        next(broken.core.parameters()).fill_(float("nan"))
+    bench = Bench(Workload(broken, val, provenance={}), BenchSettings(rss=False))
+    with pytest.raises(BenchError, match="variant 'fp32' outputs NaN or inf"):
+        bench.map("fp32")
+    assert bench.status("fp32").startswith("ERROR")
 
 
 def test_measure_validates_before_work(tiny, val):

@@ -55,8 +55,17 @@ def test_the_repository_budgets_file_is_valid():
 @pytest.mark.parametrize("text, problem", [
     ("[variants.nope]\nmin_speedup = 1.0\n", "unknown variant 'nope'"),
     ("[variants.fp32]\nmin_spedup = 1.0\n", "unknown budget 'min_spedup'"),
-    ("[variants.fp32]\nmin_speedup = 'fast'\n", "must be a number"),
-    ("[variants.fp32]\nmin_speedup = true\n", "must be a number"),
+    ("[variants.fp32]\nmin_speedup = 'fast'\n", "must be a finite number"),
+    ("[variants.fp32]\nmin_speedup = true\n", "must be a finite number"),
+    ("[variants.fp32]\nmin_size_ratio = -3\n", "variants.fp32.min_size_ratio = -3 is outside "
+     "its meaningful range (> 0)"),
+    ("[variants.fp32]\nmax_map_drop_points = 1e309\n", "variants.fp32.max_map_drop_points "
+     "must be a finite number, got inf"),
+    ("[variants.fp32]\nmax_map_drop_points = -0.5\n", "outside its meaningful range (>= 0 and "
+     "<= 100)"),
+    ("[variants.fp32]\nmin_macs_reduction = 1.0\n", "outside its meaningful range (>= 0 and "
+     "< 1)"),
+    ("[tolerances]\nmap_abs = nan\n", "tolerances.map_abs must be a finite number"),
     ("[tolerance]\nmap_abs = 1\n", "unknown section"),
     ("[tolerances]\nmap_abz = 1\n", "unknown tolerance 'map_abz'"),
     ("[tolerances]\nmap_abs = -1\n", "must be >= 0"),
@@ -88,8 +97,9 @@ def test_budget_check_verdicts(key, measured, limit, passed):
 
 FIG = {"map": 0.70, "ap": {"a": 0.8, "b": None}, "size_bytes": 1000, "size_zip_bytes": 900,
        "macs": 10**9, "effective_macs": 10**9, "params": 100, "nonzero_params": 90,
-       "sparsity": 0.1, "prunable_sparsity": 0.12}
-PROV = {"checkpoint_sha256": "abc", "data_fingerprint": "def", "eval_images": 500}
+       "sparsity": 0.1, "prunable_sparsity": 0.12, "map_voc07": 0.69}
+PROV = {"checkpoint_sha256": "abc", "data_fingerprint": "def", "eval_images": 500,
+        "split": "val", "config": None}
 TOL = {"map_abs": 0.002, "ap_abs": 0.01, "size_rel": 0.01, "macs_rel": 0.0,
        "sparsity_abs": 1e-4, "params_rel": 0.0}
 
@@ -124,7 +134,7 @@ def test_broken_baseline_file_is_a_clear_error(tmp_path):
         read_baseline(path)
     assert str(path) in str(exc.value) and "--navya-update-baselines" in str(exc.value)
     path.write_text(json.dumps({"map": 0.7}))
-    with pytest.raises(BaselineError, match="lacks"):
+    with pytest.raises(BaselineError, match="baseline key .figures. must be an object"):
         read_baseline(path)
     assert read_baseline(tmp_path / "absent.json") is None
 
@@ -137,3 +147,47 @@ def test_baseline_write_is_atomic(tmp_path, monkeypatch):
         write_baseline(path, "v", {**FIG, "map": object()}, PROV)
     assert path.read_text() == before
     assert [p.name for p in tmp_path.iterdir()] == ["v.json"]
+
+
+def test_a_run_without_a_budget_for_a_variant_is_refused(tmp_path):
+    path = _write(tmp_path, GOOD)
+    assert load_budgets(path, ["fp32", "int8-ptq"], require=["int8-ptq"])
+    with pytest.raises(BudgetError, match="no budget for variant.s. int8-dynamic: this run "
+                                          "would gate nothing"):
+        load_budgets(path, ["fp32", "int8-ptq", "int8-dynamic"],
+                     require=["int8-ptq", "int8-dynamic"])
+    empty = _write(tmp_path, "", "empty.toml")
+    with pytest.raises(BudgetError, match=str(empty)):
+        load_budgets(empty, ["int8-ptq"], require=["int8-ptq"])
+
+
+@pytest.mark.parametrize("change, problem", [
+    (lambda d: d["figures"].update(map="0.95"), "figures.map must be a finite number, got '0.95'"),
+    (lambda d: d.update(figures=[1, 2]), "baseline key 'figures' must be an object"),
+    (lambda d: d["figures"].pop("macs"), "lacks the guarded figure figures.macs"),
+    (lambda d: d["figures"].pop("size_bytes"), "lacks the guarded figure figures.size_bytes"),
+    (lambda d: d["figures"].update(ap={"a": "high"}), "figures.ap.a must be a number or null"),
+    (lambda d: d["figures"].update(ap=[0.5]), "figures.ap must be an object"),
+    (lambda d: d.update(variant="other"), "baseline of variant 'other', expected 'v'"),
+])
+def test_malformed_baselines_name_the_file_and_the_key(tmp_path, change, problem):
+    path = tmp_path / "v.json"
+    write_baseline(path, "v", FIG, PROV)
+    data = json.loads(path.read_text())
+    change(data)
+    path.write_text(json.dumps(data))
+    with pytest.raises(BaselineError) as exc:
+        read_baseline(path, "v")
+    assert str(path) in str(exc.value) and problem in str(exc.value)
+
+
+def test_committed_baselines_are_well_formed():
+    from pathlib import Path
+
+    from navya.catalogue import variant_names
+
+    folder = Path(__file__).parents[1] / "benchmarks" / "baselines"
+    files = sorted(folder.glob("*.json"))
+    assert files and {f.stem for f in files} <= set(variant_names())
+    for f in files:
+        assert read_baseline(f, f.stem)["figures"]["map"] >= 0

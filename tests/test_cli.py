@@ -81,6 +81,22 @@ def test_train_writes_a_checkpoint_with_meta(data_dir, checkpoint):
     assert "val mAP@0.5 (all-point)" in out and f"saved {ckpt}" in out
 
 
+def test_training_from_scratch_is_reproducible_with_its_seed(data_dir, checkpoint):
+    """The model is built after the seed is set: the same --seed gives the same weights and
+    the same first loss (here: the whole run)."""
+    import torch
+
+    ckpt, _ = checkpoint
+    again = data_dir.parent / "tiny-again.pt"
+    code, _, err = run(["train", "--data", str(data_dir), "--out", str(again), *TRAIN])
+    assert code == 0, err
+    a, info_a = load_checkpoint(ckpt)
+    b, info_b = load_checkpoint(again)
+    assert info_a.meta["final_loss"] == info_b.meta["final_loss"]
+    for (name, p), q in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
+        assert torch.equal(p, q), name
+
+
 def test_evaluate_prints_a_per_class_table_and_map(data_dir, checkpoint):
     ckpt, _ = checkpoint
     code, out, err = run(["evaluate", "--checkpoint", str(ckpt), "--data", str(data_dir),

@@ -223,3 +223,24 @@ def test_plot_accepts_measurements_and_their_rows(tmp_path: Path) -> None:
     assert out.read_bytes().startswith(b"\x89PNG")
     plot_tradeoff([], out)  # nothing to place still gives a (labelled) figure
     assert out.read_bytes().startswith(b"\x89PNG")
+
+
+def test_report_sets_complete_and_incomplete(tmp_path: Path) -> None:
+    from navya.report import write_summary
+
+    rows = [_measurement("fp32").to_row(), _measurement("int8").to_row()]
+    cols = list(rows[0])
+    first = write_summary(tmp_path, rows, cols)
+    assert {p.name for p in first} == {"summary.csv", "summary.md", "tradeoff.png"}
+    complete_md = (tmp_path / "summary.md").read_text()
+    # an interrupted run: its own marked set, the last complete one untouched
+    partial = write_summary(tmp_path, rows[:1], cols, incomplete="the run was interrupted")
+    assert {p.name for p in partial} == {"summary.INCOMPLETE.csv", "summary.INCOMPLETE.md",
+                                         "tradeoff.INCOMPLETE.png"}
+    md = (tmp_path / "summary.INCOMPLETE.md").read_text()
+    assert md.startswith("# navya summary (INCOMPLETE)") and "the run was interrupted" in md
+    assert (tmp_path / "summary.md").read_text() == complete_md
+    # a complete run without a plottable row: no stale plot, no stale incomplete set
+    unplottable = [{**rows[0], "latency_ms_median": None}]
+    write_summary(tmp_path, unplottable, cols)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["summary.csv", "summary.md"]

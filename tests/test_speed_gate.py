@@ -217,16 +217,15 @@ def test_no_speed_baseline_is_loud_and_floors_still_apply(gate, pytester):
 
 def test_recorded_baseline_passes_unchanged_and_catches_a_10_percent_slowdown(gate, pytester):
     only_fused = ("-k", "speed_regression and fp32-fused")
-    recorded = gate("--navya-record-speed", "4", "--navya-speed-rounds", "30", *only_fused)
+    recorded = gate("--navya-record-speed", "5", *only_fused)
     assert recorded.ret == 0, recorded.stdout.str()
     path = speed_baseline_path(pytester.path / "baselines", machine_slug(machine_key(1)))
     entries = read_speed_baseline(path)
     assert set(entries) == {"fp32-fused", "fp32-fused@build"}
-    assert len(entries["fp32-fused"].values) == 4 and entries["fp32-fused"].higher_is_better
+    assert len(entries["fp32-fused"].values) == 5 and entries["fp32-fused"].higher_is_better
     build = entries["fp32-fused@build"]  # the build timed against itself: about 1
     assert 0.9 < build.center < 1.1 and build.higher_is_better and len(build.sha256) == 64
-    slowed = gate("--navya-inject-slowdown", "fp32-fused:network:0.10", "--navya-speed-rounds",
-                  "30", *only_fused)
+    slowed = gate("--navya-inject-slowdown", "fp32-fused:network:0.10", *only_fused)
     out = slowed.stdout.str()
     assert "test_speed_regression[fp32-fused] FAILED" in out, out
     assert "t(stored build) / t(fp32-fused now)" in out

@@ -178,26 +178,65 @@ def test_untouched_run_passes_and_writes_reports(suite, pytester):
     assert "| fp32-fused | PASS" in (reports / "summary.md").read_text()
 
 
-def test_baselines_are_written_only_on_request_and_then_guard(suite, pytester):
-    sel = ("-k", "test_deterministic_baseline")  # (the temp dir's own name contains "baseline")
-    first = suite("fp32-fused", *sel)
-    assert "NO BASELINE" in first.stdout.str()
+def test_baselines_refresh_only_from_a_complete_comparable_run_and_then_guard(suite, pytester):
+    # a refresh from a run with crashing tests and a non-default evaluation size: refused,
+    # nothing written, the crash is ERROR in the report, the run fails
+    pytester.makepyfile(test_crash="def test_crash(variant, navya_suite):\n"
+                                   "    navya_suite.bench.size_ratio(variant)\n"
+                                   "    raise ValueError('boom')\n")
+    sel = ("-k", "test_deterministic_baseline or test_crash")
+    refused = suite("fp32,fp32-fused", *sel, "--navya-update-baselines")
+    out = refused.stdout.str()
+    assert refused.ret == pytest.ExitCode.TESTS_FAILED, out
+    assert "BASELINE REFRESH REFUSED, nothing written" in out
+    assert "test_crash[fp32-fused] (call)" in out and "not the default 500" in out
     assert not (pytester.path / "baselines").exists()
-    assert suite("fp32-fused", *sel, "--navya-update-baselines").ret == 0
+    rows = (pytester.path / "reports" / "summary.csv").read_text().splitlines()
+    crashed = next(r for r in rows if r.startswith("fp32-fused,"))
+    assert "ERROR: test_crash[fp32-fused] call: ValueError: boom" in crashed
+    (pytester.path / "test_crash.py").unlink()
+
+    sel = ("-k", "test_deterministic_baseline")  # (the temp dir's own name contains "baseline")
+    ok = suite("fp32-fused", *sel, "--navya-update-baselines", "--navya-update-despite",
+               "eval_images")
+    assert ok.ret == 0 and "despite eval_images" in ok.stdout.str(), ok.stdout.str()
     path = pytester.path / "baselines" / "fp32-fused.json"
-    assert path.exists()
+    assert path.exists() and oct(path.stat().st_mode & 0o777) == oct(0o666 & ~_umask())
     again = suite("fp32-fused", *sel).parseoutcomes()
     assert again.get("passed") == 1 and "failed" not in again, again
     # tamper with the recorded mAP: the next run fails naming old, new and tolerance
-    text = path.read_text()
     import json
 
-    data = json.loads(text)
+    data = json.loads(path.read_text())
     data["figures"]["map"] += 0.01
     path.write_text(json.dumps(data))
     bad = suite("fp32-fused", *sel)
     assert bad.parseoutcomes().get("failed") == 1
     bad.stdout.fnmatch_lines(["*variant 'fp32-fused': map moved from *tolerance 0.002 abs*"])
+
+
+def _umask() -> int:
+    import os
+
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def test_a_run_that_would_gate_nothing_is_refused(suite, pytester):
+    empty = suite("", "-k", "map_drop")
+    assert empty.ret == pytest.ExitCode.USAGE_ERROR
+    empty.stderr.fnmatch_lines(["*--navya-variants '' selects no variant*"])
+    (pytester.path / "budgets.toml").write_text("[variants.fp32-fused]\n")
+    ungated = suite("fp32,fp32-fused", "-k", "map_drop")
+    assert ungated.ret == pytest.ExitCode.USAGE_ERROR
+    ungated.stderr.fnmatch_lines(["*budgets.toml: no budget for variant(s) fp32-fused*"])
+    (pytester.path / "budgets.toml").write_text(BUDGETS)
+    (pytester.path / "baselines").mkdir()
+    (pytester.path / "baselines" / "nonesuch.json").write_text("{}")
+    stray = suite("fp32,fp32-fused", "-k", "map_drop")
+    assert stray.ret == pytest.ExitCode.USAGE_ERROR
+    stray.stderr.fnmatch_lines(["*nonesuch.json: a baseline for unknown variant 'nonesuch'*"])
 
 
 def test_unknown_variant_is_a_usage_error(suite):

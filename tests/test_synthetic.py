@@ -216,3 +216,34 @@ def test_split_of_size_zero_writes_an_empty_split_file(tmp_path):
 def test_synthetic_config_validation(kwargs, match):
     with pytest.raises(ValueError, match=match):
         SyntheticConfig(**kwargs)
+
+
+def test_an_interrupted_generation_leaves_no_data_set(tmp_path, monkeypatch):
+    import navya.data.synthetic as synthetic
+
+    real, calls = synthetic._write_one, []
+
+    def dies_midway(args):
+        calls.append(1)
+        if len(calls) == 5:
+            raise KeyboardInterrupt
+        return real(args)
+
+    monkeypatch.setattr(synthetic, "_write_one", dies_midway)
+    with pytest.raises(KeyboardInterrupt):
+        generate(tmp_path, SyntheticConfig(splits={"train": 6, "val": 2}, image_size=64),
+                 workers=1)
+    assert list(tmp_path.iterdir()) == []  # no VOCdevkit, no temporary folder
+
+
+def test_verify_catches_a_subset_and_a_changed_file(tmp_path):
+    from navya.data.synthetic import verify_synthetic
+
+    info = generate(tmp_path, SyntheticConfig(splits={"train": 6, "val": 4}, image_size=64),
+                    workers=1)
+    assert verify_synthetic(info.voc_dir) == []
+    ann = sorted((info.voc_dir / "Annotations").glob("*.xml"))
+    ann[0].write_text(ann[0].read_text().replace("<difficult>0", "<difficult>1", 1) + " ")
+    assert any("bytes" in p or "differs" in p for p in verify_synthetic(info.voc_dir))
+    ann[1].unlink()
+    assert any(f"{ann[1]} is missing" in p for p in verify_synthetic(info.voc_dir))

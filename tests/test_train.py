@@ -90,15 +90,16 @@ def test_resume_gives_the_same_weights_as_a_straight_run(dataset, tmp_path):
     full = train(straight, data, config, state_path=tmp_path / "straight.state.pt",
                  progress=False)
 
-    def stop_after_first_epoch(model, iteration):
-        if iteration == per_epoch:
+    def stop_mid_second_epoch(model, iteration):
+        if iteration == per_epoch + 1:
             raise _Interrupted
 
     state = tmp_path / "resumed.state.pt"
     first = tiny_model(dataset)
-    with pytest.raises(_Interrupted):
-        train(first, data, config, state_path=state, hooks=[stop_after_first_epoch],
-              progress=False)
+    with pytest.raises(_Interrupted):  # the state is saved within the epoch (every 0 s here)
+        train(first, data, config, state_path=state, hooks=[stop_mid_second_epoch],
+              progress=False, state_every_s=0)
+    assert torch.load(state, weights_only=True)["iteration"] == per_epoch + 1
     # a fresh process would build a fresh model: the state file must hold everything
     resumed = tiny_model(dataset, seed=123)
     rest = train(resumed, data, config, state_path=state, resume=True, progress=False)
@@ -126,6 +127,9 @@ def test_resume_refuses_another_config(dataset, tmp_path):
     other = TrainConfig(**{**asdict(config), "lr": 1e-4})
     with pytest.raises(CheckpointError, match="another training config"):
         train(tiny_model(dataset), data, other, state_path=state, resume=True, progress=False)
+    more = VOCDataset(dataset.voc_dir, "train", limit=4)
+    with pytest.raises(CheckpointError, match="saved while training on .'images': 2"):
+        train(tiny_model(dataset), more, config, state_path=state, resume=True, progress=False)
 
 
 def test_resume_without_state(dataset, tmp_path):

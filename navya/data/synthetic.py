@@ -48,6 +48,7 @@ import hashlib
 import json
 import math
 import os
+import shutil
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -434,7 +435,8 @@ def _write_one(args) -> tuple[str, str, int, int]:
     h = hashlib.sha256()
     h.update(pixels.tobytes())
     h.update(xml_path.read_bytes())
-    return image_id, h.hexdigest(), len(labels), int(difficult.sum())
+    return (image_id, h.hexdigest(), len(labels), int(difficult.sum()),
+            img_path.stat().st_size, xml_path.stat().st_size)
 
 
 def generate(
@@ -447,11 +449,34 @@ def generate(
     """Write the synthetic data set under ``out`` (``out/VOCdevkit/VOC<year>/...``).
 
     ``workers`` processes render images in parallel (default: all cores); the output does not
-    depend on it. ``progress(done, total)`` is called as images complete. Re-running over an
-    existing tree overwrites it file by file (each write atomic).
+    depend on it. ``progress(done, total)`` is called as images complete. The set is written
+    into a private folder under ``out`` and moved into place whole (an existing set of the
+    same year is replaced then), so an interrupted generation leaves no partial set.
     """
     config = config or SyntheticConfig()
-    voc_dir = Path(out) / "VOCdevkit" / f"VOC{config.year}"
+    final_dir = Path(out) / "VOCdevkit" / f"VOC{config.year}"
+    # generated into a private folder and moved into place whole: an interrupted generation
+    # leaves nothing that looks like a data set
+    staging = Path(out) / f".navya-synth-{os.getpid()}"
+    if staging.exists():
+        shutil.rmtree(staging)
+    voc_dir = staging / "VOCdevkit" / f"VOC{config.year}"
+    try:
+        info = _generate_into(voc_dir, config, workers=workers, progress=progress)
+        final_dir.parent.mkdir(parents=True, exist_ok=True)
+        old = final_dir.with_name(f".{final_dir.name}.old-{os.getpid()}")
+        if final_dir.exists():
+            final_dir.rename(old)
+        voc_dir.rename(final_dir)
+        if old.exists():
+            shutil.rmtree(old)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return SyntheticInfo(final_dir, info.fingerprint, info.counts, info.num_objects, config)
+
+
+def _generate_into(voc_dir: Path, config: SyntheticConfig, *, workers: int | None,
+                   progress: Callable[[int, int], None] | None) -> SyntheticInfo:
     for sub in ("Annotations", "JPEGImages", "ImageSets/Main"):
         (voc_dir / sub).mkdir(parents=True, exist_ok=True)
 
@@ -505,9 +530,64 @@ def generate(
         "counts": counts,
         "num_objects": num_objects,
         "fingerprint": fingerprint,
+        # per image: [sha256 of pixels + annotation, PNG bytes, XML bytes] (verify_synthetic)
+        "files": {r[0]: [r[1], r[4], r[5]] for r in results},
     }
-    atomic_write_text(voc_dir / "navya_synthetic.json", json.dumps(meta, indent=2) + "\n")
+    atomic_write_text(voc_dir / "navya_synthetic.json", json.dumps(meta, indent=1) + "\n")
     return SyntheticInfo(voc_dir, fingerprint, counts, num_objects, config)
+
+
+def verify_synthetic(voc_dir: str | os.PathLike, *, sample: int = 16) -> list[str]:
+    """What is wrong with a generated set (empty when it matches its metadata): every image
+    and annotation listed in ``navya_synthetic.json`` present with its recorded size, the
+    split files listing exactly those images, and ``sample`` images (spread over the set)
+    re-hashed. About a second for the default 4,000 images."""
+    voc_dir = Path(voc_dir)
+    path = voc_dir / "navya_synthetic.json"
+    try:
+        meta = json.loads(path.read_text())
+        files = meta["files"]
+        counts = meta["counts"]
+    except FileNotFoundError:
+        return [f"{path} is missing"]
+    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        return [f"{path}: not a valid navya_synthetic.json with per-file records ({exc!r}); "
+                "sets from before navya 0.1 lack them: regenerate"]
+    problems = []
+    for image_id, (_sha, png_size, xml_size) in files.items():
+        for sub, suffix, size in (("JPEGImages", ".png", png_size),
+                                  ("Annotations", ".xml", xml_size)):
+            f = voc_dir / sub / f"{image_id}{suffix}"
+            try:
+                actual = f.stat().st_size
+            except FileNotFoundError:
+                problems.append(f"{f} is missing")
+                continue
+            if actual != size:
+                problems.append(f"{f} has {actual} bytes, the set recorded {size}")
+        if len(problems) >= 5:
+            return problems + ["(further files not checked)"]
+    listed = 0
+    for split, n in counts.items():
+        split_file = voc_dir / "ImageSets" / "Main" / f"{split}.txt"
+        ids = split_file.read_text().split() if split_file.exists() else None
+        if ids is None or len(ids) != n or not set(ids) <= set(files):
+            problems.append(f"{split_file} does not list the {n} images the set recorded")
+        listed += n
+    if listed != len(files):
+        problems.append(f"{path}: its splits count {listed} images, its files {len(files)}")
+    ids = sorted(files)
+    for image_id in ids[:: max(1, len(ids) // max(sample, 1))][:sample]:
+        img = voc_dir / "JPEGImages" / f"{image_id}.png"
+        xml = voc_dir / "Annotations" / f"{image_id}.xml"
+        if not (img.exists() and xml.exists()):
+            continue
+        h = hashlib.sha256()
+        h.update(np.asarray(Image.open(img).convert("RGB")).tobytes())
+        h.update(xml.read_bytes())
+        if h.hexdigest() != files[image_id][0]:
+            problems.append(f"{img} or {xml}: content differs from the generated set")
+    return problems
 
 
 def read_fingerprint(voc_dir: str | os.PathLike) -> str | None:

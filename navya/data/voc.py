@@ -64,6 +64,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from navya._io import current_umask
 from navya.errors import NavyaError
 
 __all__ = [
@@ -451,6 +452,7 @@ def write_annotation(
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
+        os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp makes 0600; a plain open() would not
         os.replace(tmp, path)
     except BaseException:
         try:
