@@ -130,8 +130,9 @@ def suite(pytester, tiny_voc):
     pytester.makeconftest(INJECTED)
     (pytester.path / "budgets.toml").write_text(BUDGETS)
 
-    def run(variants, *extra):
-        return pytester.runpytest_subprocess(
+    def run(variants, *extra, inprocess=False):
+        runner = pytester.runpytest_inprocess if inprocess else pytester.runpytest_subprocess
+        return runner(
             "-p", "no:cacheprovider", "-v", "--benchmark-disable",
             "--navya-data", str(tiny_voc), "--navya-checkpoint", str(DEFAULT_CHECKPOINT),
             "--navya-budgets", "budgets.toml", "--navya-baselines", "baselines",
@@ -224,17 +225,20 @@ def _umask() -> int:
 
 
 def test_a_run_that_would_gate_nothing_is_refused(suite, pytester):
-    empty = suite("", "-k", "map_drop")
+    # in process (fast: every run stops before measuring); the injected variants' conftest
+    # registers them at import, which a second in-process session would repeat
+    (pytester.path / "conftest.py").unlink()
+    empty = suite("", "-k", "map_drop", inprocess=True)
     assert empty.ret == pytest.ExitCode.USAGE_ERROR
     empty.stderr.fnmatch_lines(["*--navya-variants '' selects no variant*"])
     (pytester.path / "budgets.toml").write_text("[variants.fp32-fused]\n")
-    ungated = suite("fp32,fp32-fused", "-k", "map_drop")
+    ungated = suite("fp32,fp32-fused", "-k", "map_drop", inprocess=True)
     assert ungated.ret == pytest.ExitCode.USAGE_ERROR
     ungated.stderr.fnmatch_lines(["*budgets.toml: no budget for variant(s) fp32-fused*"])
-    (pytester.path / "budgets.toml").write_text(BUDGETS)
+    (pytester.path / "budgets.toml").write_text("[variants.fp32-fused]\nmin_speedup = 0.8\n")
     (pytester.path / "baselines").mkdir()
     (pytester.path / "baselines" / "nonesuch.json").write_text("{}")
-    stray = suite("fp32,fp32-fused", "-k", "map_drop")
+    stray = suite("fp32,fp32-fused", "-k", "map_drop", inprocess=True)
     assert stray.ret == pytest.ExitCode.USAGE_ERROR
     stray.stderr.fnmatch_lines(["*nonesuch.json: a baseline for unknown variant 'nonesuch'*"])
 
