@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from navya._io import current_umask
 from navya.data.synthetic import SyntheticConfig, generate
 from navya.models.checkpoint import DEFAULT_CHECKPOINT
 
@@ -202,7 +203,7 @@ def test_baselines_refresh_only_from_a_complete_comparable_run_and_then_guard(su
                "eval_images")
     assert ok.ret == 0 and "despite eval_images" in ok.stdout.str(), ok.stdout.str()
     path = pytester.path / "baselines" / "fp32-fused.json"
-    assert path.exists() and oct(path.stat().st_mode & 0o777) == oct(0o666 & ~_umask())
+    assert path.exists() and oct(path.stat().st_mode & 0o777) == oct(0o666 & ~current_umask())
     again = suite("fp32-fused", *sel).parseoutcomes()
     assert again.get("passed") == 1 and "failed" not in again, again
     # tamper with the recorded mAP: the next run fails naming old, new and tolerance
@@ -214,14 +215,6 @@ def test_baselines_refresh_only_from_a_complete_comparable_run_and_then_guard(su
     bad = suite("fp32-fused", *sel)
     assert bad.parseoutcomes().get("failed") == 1
     bad.stdout.fnmatch_lines(["*variant 'fp32-fused': map moved from *tolerance 0.002 abs*"])
-
-
-def _umask() -> int:
-    import os
-
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def test_a_run_that_would_gate_nothing_is_refused(suite, pytester):
