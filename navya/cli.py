@@ -168,6 +168,7 @@ def _measure(args: argparse.Namespace) -> int:
 
 def _gate_power(args: argparse.Namespace) -> int:
     """The speed gate's detection and false-alarm rates (navya.power), written to --out."""
+    from navya.bench import SPEED_CONFIRM_RUNS
     from navya.power import false_alarm_table, read_power_csv, run_power_study, write_power
     from navya.runtime import machine_key, machine_slug
 
@@ -192,9 +193,9 @@ def _gate_power(args: argparse.Namespace) -> int:
               f"{args.speed_rounds} ABBA pairs of each figure (network cells: the variant's "
               f"speedup over fp32 and its A/B against its stored build; post-processing "
               f"cells: t(fp32)/t(yardstick) and t(fp32 network)/t(fp32 end to end)); a figure "
-              f"outside its tolerance is confirmed by two more runs and judged on the median "
-              f"of three. Baseline: {args.baseline_runs} unchanged runs; tolerances set for "
-              f"{args.family} speed figures a run.",
+              f"outside its tolerance is confirmed by {SPEED_CONFIRM_RUNS - 1} more runs and "
+              f"judged on the median of {SPEED_CONFIRM_RUNS}. Baseline: {args.baseline_runs} "
+              f"unchanged runs; tolerances set for {args.family} speed figures a run.",
               *args.note]
     for path in write_power(out, cells, fa_rows, header):
         print(f"wrote {path}")

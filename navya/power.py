@@ -2,7 +2,7 @@
 wolf on an unchanged run (``navya gate-power``).
 
 The study runs the gate's own speed check (:meth:`navya.bench.Bench.check_speed_baseline`:
-one fresh pinned worker run, confirmed by two more when it falls outside the tolerance) many
+one fresh pinned worker run, confirmed by more when it falls outside the tolerance) many
 times, each time on a fresh :class:`~navya.bench.Bench` so every trial makes its own runs:
 
 - a baseline of ``baseline_runs`` unchanged fresh-process runs of the target variant and of
@@ -168,6 +168,8 @@ def write_power_csv(path: str | Path, cells: Sequence[PowerCell]) -> None:
 def write_power(out_dir: str | Path, cells: Sequence[PowerCell],
                 fa_rows: Sequence[dict[str, Any]], header: Sequence[str]) -> list[Path]:
     """``power.csv``, ``false_alarms.csv``, ``power.md`` and ``power.png`` in ``out_dir``."""
+    from navya.bench import SPEED_CONFIRM_RUNS
+
     out_dir = Path(out_dir)
     write_power_csv(out_dir / "power.csv", cells)
     buf = io.StringIO()
@@ -195,7 +197,8 @@ def write_power(out_dir: str | Path, cells: Sequence[PowerCell],
         total = sum(r["model_false_alarm_one_run"] for r in fa_rows)
         md += ["", f"Family-wise false-alarm rate of one run's first stage (union bound over "
                    f"{len(fa_rows)} checks, normal model): {total:.2%}; a first-stage alarm "
-                   "is confirmed by two more fresh runs before the check fails."]
+                   f"is confirmed by {SPEED_CONFIRM_RUNS - 1} more fresh runs before the check "
+                   "fails."]
     atomic_write_text(out_dir / "power.md", "\n".join(md) + "\n")
     plot_power(cells, out_dir / "power.png")
     return [out_dir / n for n in ("power.csv", "false_alarms.csv", "power.md", "power.png")]
