@@ -415,6 +415,16 @@ class Bench:
 
         return get_variant(variant).tags
 
+    def unavailable(self, variant: str) -> str | None:
+        """Why ``variant`` cannot be built on this machine (its runtime is not installed, or
+        the CPU lacks what it needs), or None. The suite skips such a variant loudly."""
+        if variant in self._models:
+            return None
+        from navya.catalogue import get_variant
+        from navya.compress.deploy import unavailable_reason
+
+        return unavailable_reason(get_variant(variant).config)
+
     def model(self, variant: str) -> nn.Module:
         """The variant's model in eval mode (built once; the transform time is recorded)."""
 
@@ -423,10 +433,17 @@ class Bench:
                 self._cache[(Fig.TRANSFORM_S, variant, 0)] = 0.0
                 return self._models[variant].eval()
             from navya.catalogue import get_variant
+            from navya.compress.deploy import ExportError
 
             spec = get_variant(variant)
+            reason = self.unavailable(variant)
+            if reason:
+                raise BenchError(f"variant {variant!r} cannot be built here: {reason}")
             t0 = time.perf_counter()
-            m = spec.apply(self.workload.reference, self.context)
+            try:
+                m = spec.apply(self.workload.reference, self.context)
+            except ExportError as exc:
+                raise ExportError(f"variant {variant!r}: {exc}") from exc
             self._cache[(Fig.TRANSFORM_S, variant, 0)] = time.perf_counter() - t0
             return m.eval()
 
@@ -496,11 +513,24 @@ class Bench:
         from navya.metrics.model_stats import count_macs, param_stats, serialized_size
 
         def run():
+            from navya.compress.deploy import RuntimeCore
+            from navya.metrics.model_stats import artifact_size
+
             m = self.model(variant)
-            ps, size = param_stats(m), serialized_size(m)
             with torch.inference_mode():
                 x = m.preprocess(self.images)
-            macs = count_macs(m.core, (x,))
+            if isinstance(m.core, RuntimeCore):
+                # a runtime's network: the artifact's bytes; parameters and MACs of the float
+                # network it was exported from (an INT8 graph does its float twin's MACs)
+                twin = m.core.float_twin
+                if twin is None:
+                    raise BenchError(f"variant {variant!r}: its runtime network has no float "
+                                     "twin (unpickled?); parameters and MACs cannot be counted")
+                ps, size = param_stats(twin), artifact_size(m.core.artifact_files())
+                macs = count_macs(twin, (x,))
+            else:
+                ps, size = param_stats(m), serialized_size(m)
+                macs = count_macs(m.core, (x,))
             return {"params": ps.params, "nonzero_params": ps.nonzero_params,
                     "sparsity": ps.sparsity, "prunable_sparsity": ps.prunable_sparsity,
                     "size_bytes": size.size_bytes, "size_zip_bytes": size.size_zip_bytes,
@@ -898,7 +928,14 @@ class Bench:
     def provenance(self, variant: str) -> dict[str, Any]:
         """What the variant's deterministic figures depend on (the workload's provenance and
         the variant's config)."""
-        return {**self.workload.provenance, "config": self.config_dict(variant)}
+        out = {**self.workload.provenance, "config": self.config_dict(variant)}
+        core = getattr(self.peek(Fig.MODEL, variant), "core", None)
+        runtime = getattr(core, "runtime", "")
+        if runtime:  # informational, like torch_version: a runtime's version moves its figures
+            from navya.compress.deploy import runtime_versions
+
+            out["runtime_versions"] = runtime_versions()
+        return out
 
     def check_baseline(self, variant: str, *, update: bool = False) -> Verdict:
         """Compare the deterministic figures with the committed baseline (or rewrite it)."""

@@ -21,6 +21,7 @@ from navya.compress.base import (
     config_to_dict,
     transform_for,
 )
+from navya.compress.deploy import ExecuTorchConfig, OnnxRuntimeConfig, OpenVINOConfig
 from navya.compress.fp32 import ChannelsLastConfig, Fp32Config, FuseConfig
 from navya.compress.prune import (
     LONG_FINETUNE_ITERS,
@@ -32,6 +33,7 @@ from navya.compress.quantize import DynamicConfig, HalfConfig, PTQConfig, QATCon
 from navya.errors import NavyaError
 
 __all__ = [
+    "RUNTIME_PAIRS",
     "CompressContext",
     "UnknownVariantError",
     "Variant",
@@ -179,3 +181,44 @@ register(Variant(
 register(Variant(
     "prune-l1-structured-30-int8", StructuredInt8Config(_STRUCTURED_30, quantize=INT8_PTQ),
     "prune-l1-structured-30, then int8-ptq", ("pruned", "structured", "int8", "trains")))
+
+# deployment runtimes: the network exported to a runtime's artifact and run by that runtime,
+# navya's float pre- and post-processing around it (navya.compress.deploy)
+register(Variant("onnx-fp32", OnnxRuntimeConfig(),
+                 "ONNX (dynamo exporter) run by ONNX Runtime's CPU provider", ("runtime", "float")))
+register(Variant(
+    "onnx-int8", OnnxRuntimeConfig(quantize=True),
+    "ONNX Runtime static INT8 (quantize_static: QDQ, uint8 activations, per-tensor int8 "
+    "weights, MinMax) calibrated like int8-ptq", ("runtime", "int8")))
+register(Variant("openvino-fp32", OpenVINOConfig("f32"),
+                 "OpenVINO IR (convert_model) on the CPU plugin, f32 inference precision",
+                 ("runtime", "float")))
+register(Variant("openvino-int8", OpenVINOConfig("int8"),
+                 "OpenVINO IR quantized by NNCF post-training quantization (defaults), "
+                 "calibrated like int8-ptq", ("runtime", "int8")))
+register(Variant("openvino-bf16", OpenVINOConfig("bf16"),
+                 "OpenVINO IR (f32 weights) run at the CPU plugin's bf16 inference precision; "
+                 "only where the CPU has native bf16", ("runtime", "half")))
+register(Variant("executorch-xnnpack-fp32", ExecuTorchConfig(),
+                 "torch.export, lowered to an ExecuTorch .pte with the XNNPACK delegate",
+                 ("runtime", "float")))
+register(Variant("executorch-xnnpack-int8", ExecuTorchConfig(quantize=True),
+                 "PT2E with the XNNPACKQuantizer (symmetric int8, per-channel weights), "
+                 "calibrated like int8-ptq, lowered to an ExecuTorch .pte with XNNPACK",
+                 ("runtime", "int8")))
+register(Variant(
+    "prune-l1-structured-30-onnx-int8",
+    OnnxRuntimeConfig(quantize=True, source=_STRUCTURED_30),
+    "prune-l1-structured-30 (the same fine-tuned model), exported to ONNX and quantized by "
+    "ONNX Runtime as onnx-int8: the pruned model through the fastest INT8 runtime measured "
+    "(AMD EPYC, 1 thread, end to end: onnx-int8 4.12x, executorch-xnnpack-int8 3.86x, "
+    "openvino-int8 3.76x)", ("runtime", "pruned", "structured", "int8", "trains")))
+
+#: Per runtime, its fp32 and its INT8 variant (the report shows each INT8 variant's gain over
+#: its own runtime's fp32 beside its gain over torch eager fp32).
+RUNTIME_PAIRS: dict[str, tuple[str, str]] = {
+    "torch eager": ("fp32", "int8-ptq"),
+    "onnxruntime": ("onnx-fp32", "onnx-int8"),
+    "openvino": ("openvino-fp32", "openvino-int8"),
+    "executorch-xnnpack": ("executorch-xnnpack-fp32", "executorch-xnnpack-int8"),
+}

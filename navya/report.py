@@ -29,6 +29,8 @@ __all__ = [
     "CSV_COLUMNS",
     "append_csv",
     "csv_columns",
+    "fastest_within_budget",
+    "runtime_gains",
     "markdown_table",
     "plot_tradeoff",
     "read_csv",
@@ -339,15 +341,68 @@ def _summary_cells(row: Mapping[str, Any]) -> list[str]:
     return cells
 
 
+def fastest_within_budget(rows: Iterable[Row]) -> dict[str, Any] | None:
+    """The row with the largest same-run end-to-end speedup over the reference among the rows
+    whose status is ``PASS`` (every budget of the variant met); None if no row passed."""
+    passed = [r for r in map(_as_row, rows)
+              if r.get("status") == "PASS" and _num(r.get("speedup")) is not None]
+    return max(passed, key=lambda r: _num(r["speedup"]), default=None)
+
+
+def runtime_gains(rows: Iterable[Row]) -> list[dict[str, Any]]:
+    """Per runtime of :data:`navya.catalogue.RUNTIME_PAIRS` with a measured INT8 row: its fp32
+    and INT8 speedups over torch eager fp32 (end to end, same run) and the INT8 gain over the
+    runtime's own fp32 (``int8_vs_own_fp32`` = INT8 speedup / fp32 speedup)."""
+    from navya.catalogue import RUNTIME_PAIRS
+
+    by_name = {_label(r): r for r in map(_as_row, rows)}
+    out = []
+    for runtime, (fp32, int8) in RUNTIME_PAIRS.items():
+        if int8 not in by_name or _num(by_name[int8].get("speedup")) is None:
+            continue
+        own = by_name.get(fp32)
+        s_fp32 = 1.0 if fp32 == "fp32" else (_num(own.get("speedup")) if own else None)
+        s_int8 = _num(by_name[int8]["speedup"])
+        out.append({"runtime": runtime, "fp32": fp32, "int8": int8, "fp32_vs_torch": s_fp32,
+                    "int8_vs_torch": s_int8,
+                    "int8_vs_own_fp32": s_int8 / s_fp32 if s_fp32 else None})
+    return out
+
+
+def verdict_lines(rows: Sequence[Row]) -> list[str]:
+    """What a person reads first: the fastest variant within budget, and each runtime's INT8
+    gain over its own fp32 beside its gain over torch eager fp32."""
+    best = fastest_within_budget(rows)
+    if best is None:
+        lines = ["fastest variant within budget: none (no variant met all its budgets)"]
+    else:
+        lines = [f"fastest variant within budget: {_label(best)}, {_num(best['speedup']):.2f}x "
+                 f"faster than torch eager fp32 end to end ("
+                 f"{_fmt(best.get('latency_ms_median'))} ms), mAP drop "
+                 f"{_fmt(best.get('map_drop_points'), digits=2)} points, "
+                 f"size x{_fmt(best.get('size_ratio'), digits=2)}"]
+    for g in runtime_gains(rows):
+        own = (f"{g['int8_vs_own_fp32']:.2f}x its own fp32 {g['fp32']} "
+               f"({g['fp32_vs_torch']:.2f}x torch)" if g["int8_vs_own_fp32"] else
+               f"its own fp32 {g['fp32']} not measured")
+        lines.append(f"INT8 gain, {g['runtime']}: {g['int8']} {g['int8_vs_torch']:.2f}x torch "
+                     f"eager fp32, {own}")
+    return lines
+
+
 def summary_text(rows: Iterable[Row]) -> str:
-    """A fixed-width table of a run's rows (terminal): one line per variant, its status last."""
-    table = [[t for t, _, _ in _SUMMARY_COLUMNS]] + [_summary_cells(_as_row(r)) for r in rows]
+    """A fixed-width table of a run's rows (terminal): one line per variant, its status last;
+    then :func:`verdict_lines`."""
+    rows = [_as_row(r) for r in rows]
+    table = [[t for t, _, _ in _SUMMARY_COLUMNS]] + [_summary_cells(r) for r in rows]
     widths = [max(len(line[i]) for line in table) for i in range(len(_SUMMARY_COLUMNS))]
     last = len(_SUMMARY_COLUMNS) - 1
     lines = ["  ".join(c.rjust(w) if 0 < i < last else c.ljust(w)
                        for i, (c, w) in enumerate(zip(line, widths, strict=True))).rstrip()
              for line in table]
     lines.insert(1, "-" * len(lines[0]))
+    if rows:
+        lines += ["", *verdict_lines(rows)]
     return "\n".join(lines)
 
 
@@ -358,6 +413,16 @@ def summary_markdown(rows: Iterable[Row], notes: Sequence[str] = ()) -> str:
     data = [_as_row(r) for r in rows]
     out = ["# navya summary", ""]
     out += [f"> {_md_escape(n)}" for n in notes] + ([""] if notes else [])
+    if data:
+        out += [f"**{_md_escape(verdict_lines(data)[0])}**", ""]
+        gains = runtime_gains(data)
+        if gains:
+            out += ["| runtime | fp32 variant | fp32 vs torch eager fp32 | INT8 variant | "
+                    "INT8 vs torch eager fp32 | INT8 vs its own fp32 |", "|---|---|---:|---|---:|---:|"]
+            out += [f"| {g['runtime']} | {g['fp32']} | {_fmt(g['fp32_vs_torch'], digits=2)}x | "
+                    f"{g['int8']} | {_fmt(g['int8_vs_torch'], digits=2)}x | "
+                    f"{_fmt(g['int8_vs_own_fp32'], digits=2)}x |" for g in gains]
+            out.append("")
     head = [t for t, _, _ in _SUMMARY_COLUMNS]
     order = [0, len(head) - 1, *range(1, len(head) - 1)]  # variant, status, then the figures
     out.append("| " + " | ".join(head[i] for i in order) + " |")
@@ -485,9 +550,11 @@ def plot_tradeoff(
         else:
             points.append((row, x, y * 100.0))
 
-    fig = Figure(figsize=(12, 6), dpi=110)
+    gains = [g for g in runtime_gains(data) if g["int8_vs_torch"] is not None]
+    fastest = fastest_within_budget(data)
+    fig = Figure(figsize=(12, 8 if gains else 6), dpi=110)
     FigureCanvasAgg(fig)  # Agg canvas for this figure only; no global backend switch
-    ax = fig.add_axes((0.06, 0.1, 0.54, 0.82))
+    ax = fig.add_axes((0.06, 0.08, 0.54, 0.84))
     sizes = [_num(r.get("size_mb")) for r, _, _ in points]
     largest = max((s for s in sizes if s is not None and s > 0), default=None)
     # focus the y range on the variants near the best one; far-off ones are pinned at the
@@ -511,6 +578,12 @@ def plot_tradeoff(
                    linewidths=0.6, zorder=3)
         ax.annotate(str(i), (x, y_lo + 0.4 if off else y), ha="center", va="center",
                     fontsize=8, fontweight="bold", zorder=4)
+        if fastest is not None and _label(row) == _label(fastest):
+            ax.scatter([x], [y], s=area * 2.2, marker="o", facecolors="none",
+                       edgecolors="tab:green", linewidths=2.0, zorder=5)
+            ax.annotate(f"fastest within budget: {_label(row)}", (x, y), xytext=(8, 10),
+                        textcoords="offset points", fontsize=8, color="tab:green",
+                        fontweight="bold", zorder=5)
         legend_lines.append(f"{i:>2}  {_label(row):<28} {y:6.2f}%  {x:6.1f} ms"
                             + (f"  {size:6.2f} MB" if size is not None else "")
                             + (" ▼" if off else ""))
@@ -570,6 +643,8 @@ def plot_tradeoff(
     fig.text(0.62, 0.92, " #  variant                        mAP@0.5  median     size",
              fontsize=7.5, family="monospace", va="top", fontweight="bold")
     fig.text(0.62, 0.89, "\n".join(legend_lines), fontsize=7.5, family="monospace", va="top")
+    if gains:
+        _plot_gains(fig.add_axes((0.70, 0.07, 0.27, 0.22)), gains)
     ax.set_xlabel("median latency (ms), end to end")
     ax.set_ylabel("mAP@0.5 (%)")
     ax.set_title("accuracy vs latency (marker area ∝ model size)")
@@ -579,8 +654,37 @@ def plot_tradeoff(
             _label(r) + (f" [{r['status']}]" if r.get("status") else "") for r in skipped),
             fontsize=7)
 
+    if fastest is not None:
+        fig.text(0.06, 0.965, f"fastest variant within budget: {_label(fastest)} "
+                 f"({_num(fastest['speedup']):.2f}x torch eager fp32)", fontsize=9,
+                 color="tab:green", fontweight="bold")
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(path, buf.getvalue())
     return path
+
+
+def _plot_gains(ax: Any, gains: Sequence[Mapping[str, Any]]) -> None:
+    """Per runtime, two bars: INT8 over torch eager fp32 and INT8 over the runtime's own fp32."""
+    ys = range(len(gains))
+    h = 0.38
+    torch_gain = [g["int8_vs_torch"] for g in gains]
+    own_gain = [g["int8_vs_own_fp32"] or 0.0 for g in gains]
+    ax.barh([y - h / 2 for y in ys], torch_gain, height=h, color="tab:blue",
+            label="INT8 vs torch eager fp32")
+    ax.barh([y + h / 2 for y in ys], own_gain, height=h, color="tab:orange",
+            label="INT8 vs its own fp32")
+    for y, a, b in zip(ys, torch_gain, own_gain, strict=True):
+        ax.annotate(f"{a:.2f}x", (a, y - h / 2), xytext=(2, 0), textcoords="offset points",
+                    va="center", fontsize=7)
+        if b:
+            ax.annotate(f"{b:.2f}x", (b, y + h / 2), xytext=(2, 0), textcoords="offset points",
+                        va="center", fontsize=7)
+    ax.set_yticks(list(ys), [g["runtime"] for g in gains], fontsize=7.5)
+    ax.invert_yaxis()
+    ax.axvline(1.0, color="grey", linewidth=0.8)
+    ax.set_xlim(0, max(torch_gain + own_gain) * 1.25)
+    ax.tick_params(axis="x", labelsize=7)
+    ax.set_title("INT8 speedup, end to end", fontsize=8.5)
+    ax.legend(fontsize=6.5, loc="lower right")

@@ -236,6 +236,19 @@ def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> 
         state.bench.release(variant)
 
 
+@pytest.fixture(autouse=True)
+def _navya_variant_available(request: pytest.FixtureRequest) -> None:
+    """A variant that cannot be built on this machine (its runtime is not installed, or the
+    CPU lacks what it needs) is skipped loudly in each of its tests, before anything is
+    measured; the summary lists it."""
+    variant = _variant_of(request.node)
+    if variant is None or "navya_suite" not in request.fixturenames:
+        return
+    reason = request.getfixturevalue("navya_suite").unavailable(variant)
+    if reason:
+        pytest.skip(f"VARIANT UNAVAILABLE on this machine: {variant}: {reason}")
+
+
 @pytest.fixture(scope="session")
 def navya_suite(pytestconfig: pytest.Config) -> SuiteSession:
     """The session's suite (data, checkpoint, budgets and the engine, set up on first use)."""
@@ -323,6 +336,7 @@ class SuiteSession:
         self._speed_note = False
         #: navya tests that failed or errored in this run (node id and phase)
         self.problems: list[str] = []
+        self._unavailable: dict[str, str | None] = {}
 
     def opt(self, name: str):
         return self.config.getoption(name)
@@ -379,6 +393,15 @@ class SuiteSession:
                                         "run would measure and gate nothing")
             self._selected = names
         return self._selected
+
+    def unavailable(self, variant: str) -> str | None:
+        """Why ``variant`` cannot be built here (None: it can); the first time, a note."""
+        if variant not in self._unavailable:
+            reason = self.bench.unavailable(variant) if self.bench is not None else None
+            self._unavailable[variant] = reason
+            if reason:
+                self.notes.append(f"SKIPPED {variant}: unavailable on this machine: {reason}")
+        return self._unavailable[variant]
 
     # -- setup --
 

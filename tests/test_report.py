@@ -244,3 +244,56 @@ def test_report_sets_complete_and_incomplete(tmp_path: Path) -> None:
     unplottable = [{**rows[0], "latency_ms_median": None}]
     write_summary(tmp_path, unplottable, cols)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["summary.csv", "summary.md"]
+
+
+# -- the verdict: fastest within budget, INT8 gain per runtime ---------------------------------
+
+
+def _runtime_rows() -> list[dict]:
+    def row(name, speedup, status="PASS", **kw):
+        return {"variant": name, "map": 0.86, "size_mb": 3.5,
+                "latency_ms_median": 35 / speedup if speedup else None, "speedup": speedup,
+                "status": status, "map_drop_points": 0.1, "size_ratio": 3.6, **kw}
+
+    return [row("fp32", None, "reference", latency_ms_median=35.0, size_mb=13.2),
+            row("int8-ptq", 2.9), row("onnx-fp32", 2.1), row("onnx-int8", 4.1),
+            row("openvino-int8", 3.8),  # its fp32 not in the run
+            row("executorch-xnnpack-int8", 6.0, "FAIL: max_map_drop_points"),
+            row("bf16", 1.2, "NO BUDGET")]
+
+
+def test_fastest_within_budget_is_the_fastest_passing_row() -> None:
+    from navya.report import fastest_within_budget
+
+    rows = _runtime_rows()
+    assert fastest_within_budget(rows)["variant"] == "onnx-int8"  # the 6.0x one failed
+    assert fastest_within_budget([r for r in rows if r["status"] != "PASS"]) is None
+
+
+def test_runtime_gains_over_torch_and_over_own_fp32() -> None:
+    from navya.report import runtime_gains, summary_markdown, summary_text
+
+    rows = _runtime_rows()
+    gains = {g["runtime"]: g for g in runtime_gains(rows)}
+    assert set(gains) == {"torch eager", "onnxruntime", "openvino", "executorch-xnnpack"}
+    assert gains["torch eager"]["int8_vs_own_fp32"] == pytest.approx(2.9)
+    assert gains["onnxruntime"]["int8_vs_torch"] == pytest.approx(4.1)
+    assert gains["onnxruntime"]["int8_vs_own_fp32"] == pytest.approx(4.1 / 2.1)
+    assert gains["openvino"]["int8_vs_own_fp32"] is None
+    text = summary_text(rows)
+    assert "fastest variant within budget: onnx-int8, 4.10x faster than torch eager fp32" in text
+    assert "INT8 gain, onnxruntime: onnx-int8 4.10x torch eager fp32, 1.95x its own fp32" in text
+    md = summary_markdown(rows)
+    assert "**fastest variant within budget: onnx-int8" in md
+    assert "| onnxruntime | onnx-fp32 | 2.10x | onnx-int8 | 4.10x | 1.95x |" in md
+
+
+def test_plot_names_the_fastest_and_shows_the_gains(tmp_path: Path) -> None:
+    from PIL import Image
+
+    out = plot_tradeoff(_runtime_rows(), tmp_path / "t.png")
+    with Image.open(out) as img:
+        assert img.size == (1320, 880)  # taller with the gains panel
+    out = plot_tradeoff(_suite_rows(), tmp_path / "u.png")
+    with Image.open(out) as img:
+        assert img.size == (1320, 660)

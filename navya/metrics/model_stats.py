@@ -13,7 +13,7 @@ import re
 import threading
 import warnings
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -28,6 +28,7 @@ __all__ = [
     "MacStats",
     "ParamStats",
     "SizeStats",
+    "artifact_size",
     "count_macs",
     "param_stats",
     "serialized_size",
@@ -230,6 +231,16 @@ def serialized_size(model: nn.Module) -> SizeStats:
     buffer = io.BytesIO()
     torch.save(model.state_dict(), buffer)
     data = buffer.getvalue()
+    return SizeStats(size_bytes=len(data), size_zip_bytes=len(zlib.compress(data, level=9)))
+
+
+def artifact_size(files: Mapping[str, bytes]) -> SizeStats:
+    """Size of a deployment artifact given as its files (name -> bytes: an ``.onnx`` file, an
+    OpenVINO ``.xml`` + ``.bin`` pair, a ``.pte`` program): the bytes a user ships, and the
+    zlib (level 9) size of the files concatenated in name order."""
+    if not files:
+        raise ValueError("an artifact has at least one file")
+    data = b"".join(bytes(files[name]) for name in sorted(files))
     return SizeStats(size_bytes=len(data), size_zip_bytes=len(zlib.compress(data, level=9)))
 
 

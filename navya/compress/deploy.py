@@ -1,0 +1,642 @@
+"""Deployment runtimes as transforms: ONNX Runtime, OpenVINO (with NNCF), ExecuTorch (XNNPACK).
+
+A team ships its detector through a runtime, not through eager PyTorch. Each transform here
+exports the network (``model.core``) of the float detector to a deployable **artifact** (an
+``.onnx`` file, an OpenVINO IR ``.xml`` + ``.bin`` pair, an ExecuTorch ``.pte`` program),
+quantizing it on the way where its config asks, and returns a detector whose ``core`` is a
+:class:`RuntimeCore`: a **runner** that executes that artifact with its runtime. navya's own
+float pre-processing and post-processing wrap every runner, so detections, mAP, end-to-end and
+network-only latency are computed the same way for every variant.
+
+- The artifact's files are held as bytes (:meth:`RuntimeCore.artifact_files`): the size a user
+  ships. The float network it was exported from is kept beside it (:attr:`RuntimeCore.float_twin`,
+  not pickled) for parameter and MAC counts: an INT8 graph does its float twin's MACs.
+- The runner opens its runtime session on first use at the caller's intra-op thread count
+  (``torch.get_num_threads()``; inter-op the same, execution sequential) and opens it again when
+  that count changes, so the suite's thread pinning (:func:`navya.runtime.num_threads`) holds
+  for every runtime. A pickled runner (the speed and RSS workers, stored builds) carries the
+  artifact bytes and opens its session afresh in the process that loads it.
+- The exported graphs have a static batch of 1 (ExecuTorch's XNNPACK delegate wants static
+  shapes); a batch runs image by image.
+- A runtime that is not installed, or a CPU without what a variant needs (OpenVINO bf16 without
+  native bf16), is :func:`unavailable_reason`: the suite skips those variants loudly, with the
+  reason. A network that does not export raises :class:`ExportError` naming the operator.
+
+``source``: every config may name a transform config applied to the float reference first
+(e.g. ``StructuredConfig(0.3)``): the pruned model through a runtime.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib
+import importlib.util
+import logging
+import re
+import tempfile
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from navya.compress.base import CompressContext, apply_transform, register_transform
+from navya.compress.quantize import (
+    _require_data,
+    calibration_count,
+    calibration_indices,
+)
+from navya.errors import NavyaError
+
+__all__ = [
+    "ExecuTorchConfig",
+    "ExecuTorchCore",
+    "ExportError",
+    "OnnxRuntimeConfig",
+    "OnnxRuntimeCore",
+    "OpenVINOConfig",
+    "OpenVINOCore",
+    "RuntimeCore",
+    "RuntimeUnavailable",
+    "export_onnx",
+    "runtime_versions",
+    "unavailable_reason",
+]
+
+#: the Python modules each runtime needs (imported, not only found: a compiled extension that
+#: does not load against this torch makes its runtime unavailable)
+RUNTIME_MODULES: dict[str, tuple[str, ...]] = {
+    "onnxruntime": ("onnx", "onnxscript", "onnxruntime", "onnxruntime.quantization"),
+    "openvino": ("openvino",),
+    "nncf": ("nncf",),
+    "executorch": ("executorch.exir", "executorch.runtime",
+                   "executorch.backends.xnnpack.partition.xnnpack_partitioner"),
+    "executorch-quantizer": ("torchao.quantization.pt2e.quantize_pt2e",
+                             "executorch.backends.xnnpack.quantizer.xnnpack_quantizer"),
+}
+OUTPUT_NAMES = ("bbox_regression", "cls_logits")
+INPUT_NAME = "images"
+
+
+class RuntimeUnavailable(NavyaError, RuntimeError):
+    """A runtime that is not installed or cannot run here (the suite skips the variant)."""
+
+
+class ExportError(NavyaError, RuntimeError):
+    """The network could not be exported to a runtime's format; the message names the
+    operator where the exporter said which."""
+
+
+_import_problems: dict[str, str | None] = {}
+
+
+def _import_problem(module: str) -> str | None:
+    if module not in _import_problems:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                importlib.import_module(module)
+            _import_problems[module] = None
+        except Exception as exc:  # noqa: BLE001 - ImportError, or a native library that fails
+            _import_problems[module] = f"{type(exc).__name__}: {exc}"
+    return _import_problems[module]
+
+
+def _require(*runtimes: str) -> None:
+    for runtime in runtimes:
+        for module in RUNTIME_MODULES[runtime]:
+            problem = _import_problem(module)
+            if problem is not None:
+                raise RuntimeUnavailable(
+                    f"{runtime} is not usable here: `import {module}` failed ({problem}); "
+                    f"install it with README's install command")
+
+
+def runtime_versions() -> dict[str, str | None]:
+    """Installed versions of the runtimes (None: not installed)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for dist in ("onnxruntime", "onnx", "openvino", "nncf", "executorch", "torchao"):
+        try:
+            out[dist] = version(dist)
+        except PackageNotFoundError:
+            out[dist] = None
+    return out
+
+
+def unavailable_reason(config: Any) -> str | None:
+    """Why a config's variant cannot be built on this machine (None: it can). Only runtime
+    configs can be unavailable; a ``source`` config is checked too."""
+    check = getattr(config, "unavailable", None)
+    if check is None:
+        return None
+    try:
+        check()
+    except RuntimeUnavailable as exc:
+        return str(exc)
+    return None
+
+
+# -- the runner ------------------------------------------------------------------------------
+
+
+class RuntimeCore(nn.Module):
+    """The network of a detector executed by a deployment runtime from its artifact.
+
+    ``forward(x)`` takes the normalized batch ``[N, 3, S, S]`` (float32) and returns
+    ``(bbox_regression [N, A, 4], cls_logits [N, A, K])`` as float32 tensors, like
+    :class:`~navya.models.ssdlite.SSDLiteCore`.
+
+    Subclasses set :attr:`runtime` and implement :meth:`_open`.
+    """
+
+    runtime = ""
+
+    def __init__(self, files: dict[str, bytes], *, image_size: int, precision: str,
+                 float_twin: nn.Module | None = None, info: dict[str, Any] | None = None):
+        super().__init__()
+        self.files = dict(files)
+        self.image_size = int(image_size)
+        self.precision = precision
+        self.info = dict(info or {})
+        object.__setattr__(self, "_twin", float_twin)
+        object.__setattr__(self, "_session", None)
+
+    @property
+    def float_twin(self) -> nn.Module | None:
+        """The float network the artifact was exported from (None after unpickling)."""
+        return self._twin
+
+    def artifact_files(self) -> dict[str, bytes]:
+        """The artifact a user ships: file name -> bytes."""
+        return dict(self.files)
+
+    def _open(self, threads: int) -> Callable[[Tensor], Sequence[Tensor]]:
+        raise NotImplementedError
+
+    def runner(self) -> Callable[[Tensor], Sequence[Tensor]]:
+        """The runtime session for the caller's thread count (opened on first use)."""
+        threads = torch.get_num_threads()
+        if self._session is None or self._session[0] != threads:
+            object.__setattr__(self, "_session", (threads, self._open(threads)))
+        return self._session[1]
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        if x.dim() != 4 or tuple(x.shape[1:]) != (3, self.image_size, self.image_size):
+            raise ValueError(f"{type(self).__name__} runs [N, 3, {self.image_size}, "
+                             f"{self.image_size}] batches, got {tuple(x.shape)}")
+        run = self.runner()
+        x = x.detach().float().contiguous()
+        outs = [run(x[i : i + 1]) for i in range(x.shape[0])]
+        return tuple(torch.cat(parts, 0) if len(parts) > 1 else parts[0]
+                     for parts in zip(*outs, strict=True))
+
+    def train(self, mode: bool = True) -> RuntimeCore:
+        # an exported graph has no training mode (BN folded, no dropout): keep the flag only
+        self.training = mode
+        return self
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state["_session"] = None
+        state["_twin"] = None
+        return state
+
+    def extra_repr(self) -> str:
+        size = sum(len(b) for b in self.files.values())
+        return (f"runtime={self.runtime}, precision={self.precision}, "
+                f"artifact={sorted(self.files)} ({size / 1e6:.2f} MB)")
+
+
+class OnnxRuntimeCore(RuntimeCore):
+    """An ``.onnx`` graph run by ONNX Runtime's CPU execution provider (all graph
+    optimizations on, sequential execution, intra- and inter-op threads = the caller's)."""
+
+    runtime = "onnxruntime"
+
+    def _open(self, threads: int):
+        _require("onnxruntime")
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = threads
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.log_severity_level = 3
+        session = ort.InferenceSession(self.files["model.onnx"], options,
+                                       providers=["CPUExecutionProvider"])
+        name = session.get_inputs()[0].name
+
+        def run(x: Tensor) -> list[Tensor]:
+            return [torch.from_numpy(o) for o in session.run(None, {name: x.numpy()})]
+
+        return run
+
+
+_OV_CORE = None
+
+
+def _ov_core():
+    global _OV_CORE
+    if _OV_CORE is None:
+        import openvino as ov
+
+        _OV_CORE = ov.Core()
+    return _OV_CORE
+
+
+def _ov_bf16_native() -> bool:
+    try:
+        return "BF16" in _ov_core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    except Exception:  # noqa: BLE001 - no CPU plugin: not native either
+        return False
+
+
+class OpenVINOCore(RuntimeCore):
+    """An OpenVINO IR (``model.xml`` + ``model.bin``) compiled for the CPU plugin with
+    ``INFERENCE_NUM_THREADS`` = the caller's threads, one stream, the latency hint, and the
+    inference precision of :attr:`precision` (``f32`` or ``bf16``; an INT8 IR runs its int8
+    ops and keeps f32 elsewhere). Thread placement is left to the process (the speed worker
+    pins it): ``ENABLE_CPU_PINNING`` off."""
+
+    runtime = "openvino"
+
+    def _open(self, threads: int):
+        _require("openvino")
+        import numpy as np
+        import openvino as ov
+
+        core = _ov_core()
+        model = core.read_model(model=self.files["model.xml"],
+                                weights=ov.Tensor(np.frombuffer(self.files["model.bin"],
+                                                                np.uint8)))
+        compiled = core.compile_model(model, "CPU", {
+            "INFERENCE_NUM_THREADS": threads, "NUM_STREAMS": 1,
+            "PERFORMANCE_HINT": "LATENCY", "ENABLE_CPU_PINNING": False,
+            "INFERENCE_PRECISION_HINT": "bf16" if self.precision == "bf16" else "f32"})
+        request = compiled.create_infer_request()
+        n_out = len(compiled.outputs)
+
+        def run(x: Tensor) -> list[Tensor]:
+            request.infer({0: x.numpy()})
+            return [torch.from_numpy(request.get_output_tensor(i).data.copy())
+                    for i in range(n_out)]
+
+        return run
+
+
+#: ExecuTorch's XNNPACK thread pool is one per process, and a program loaded before it is
+#: resized keeps a pointer to the old pool (using it aborted the speed worker: glibc's
+#: ``__pthread_tpp_change_priority`` assertion on the freed pool's mutex). Every resize bumps
+#: the generation; a session of an older generation is opened again before its next call.
+_ET_POOL = {"generation": 0}
+
+
+class ExecuTorchCore(RuntimeCore):
+    """An ExecuTorch ``.pte`` program (XNNPACK-delegated) run by ExecuTorch's runtime. Its
+    XNNPACK thread pool (one per process) is sized to the caller's threads *before* the program
+    is loaded; programs loaded for another size are loaded again (see ``_ET_POOL``)."""
+
+    runtime = "executorch"
+
+    def runner(self):
+        threads = torch.get_num_threads()
+        session = self._session
+        if session is None or session[0] != threads or session[2] != _ET_POOL["generation"]:
+            _require("executorch")
+            from executorch.extension.pybindings import portable_lib
+
+            object.__setattr__(self, "_session", None)
+            if portable_lib._threadpool_get_thread_count() != threads:
+                portable_lib._unsafe_reset_threadpool(threads)
+                _ET_POOL["generation"] += 1
+            object.__setattr__(self, "_session",
+                               (threads, self._open(threads), _ET_POOL["generation"]))
+        return self._session[1]
+
+    def _open(self, threads: int):
+        from executorch.runtime import Runtime
+
+        program = Runtime.get().load_program(self.files["model.pte"])
+        method = program.load_method("forward")
+
+        def run(x: Tensor) -> list[Tensor]:
+            return [t.clone() for t in method.execute((x,))]
+
+        return run
+
+
+# -- configs ---------------------------------------------------------------------------------
+
+
+def _check_calibration(config) -> None:
+    if not 0.0 < config.calibration_fraction <= 1.0:
+        raise ValueError(f"calibration_fraction must be in (0, 1], got "
+                         f"{config.calibration_fraction!r}")
+    if config.calibration_images is not None and config.calibration_images < 1:
+        raise ValueError("calibration_images must be >= 1 or None")
+
+
+@dataclass(frozen=True)
+class OnnxRuntimeConfig:
+    """Export to ONNX (``torch.onnx.export``, the dynamo exporter) and run with ONNX Runtime;
+    with ``quantize``, static INT8 by ``onnxruntime.quantization.quantize_static`` (QDQ format,
+    uint8 activations, int8 weights, per-tensor or ``per_channel``; ``calibrate_method``
+    ``minmax``/``entropy``/``percentile``) calibrated on navya's calibration plan (as
+    :class:`~navya.compress.quantize.PTQConfig`: 2 % of the train split by default)."""
+
+    quantize: bool = False
+    per_channel: bool = False
+    calibrate_method: str = "minmax"
+    calibration_fraction: float = 0.02
+    calibration_images: int | None = None
+    seed: int | None = None
+    source: Any = None
+
+    def __post_init__(self) -> None:
+        _check_calibration(self)
+        if self.calibrate_method not in ("minmax", "entropy", "percentile"):
+            raise ValueError(f"calibrate_method must be minmax, entropy or percentile, got "
+                             f"{self.calibrate_method!r}")
+
+    def unavailable(self) -> None:
+        _require("onnxruntime")
+        _source_unavailable(self.source)
+
+
+@dataclass(frozen=True)
+class OpenVINOConfig:
+    """Convert to OpenVINO IR (``openvino.convert_model`` from the torch network) and run with
+    OpenVINO's CPU plugin. ``precision``: ``f32``; ``bf16`` (the CPU plugin's bf16 inference
+    precision; only where the CPU has native bf16, else unavailable); ``int8`` (NNCF
+    post-training quantization, ``nncf.quantize`` with its defaults, calibrated on navya's
+    plan)."""
+
+    precision: str = "f32"
+    calibration_fraction: float = 0.02
+    calibration_images: int | None = None
+    seed: int | None = None
+    source: Any = None
+
+    def __post_init__(self) -> None:
+        _check_calibration(self)
+        if self.precision not in ("f32", "bf16", "int8"):
+            raise ValueError(f"precision must be f32, bf16 or int8, got {self.precision!r}")
+
+    def unavailable(self) -> None:
+        _require("openvino", *(("nncf",) if self.precision == "int8" else ()))
+        if self.precision == "bf16" and not _ov_bf16_native():
+            raise RuntimeUnavailable(
+                "openvino bf16 needs native bf16 on the CPU (AVX512-BF16 or AMX); OpenVINO's "
+                f"CPU plugin reports {_ov_core().get_property('CPU', 'OPTIMIZATION_CAPABILITIES')}")
+        _source_unavailable(self.source)
+
+
+@dataclass(frozen=True)
+class ExecuTorchConfig:
+    """Export with ``torch.export``, lower to ExecuTorch with the XNNPACK partitioner and run
+    the ``.pte`` with ExecuTorch's runtime: the embedded Arm path, exercised on x86 with the same
+    kernels library. With ``quantize``: PT2E with the ``XNNPACKQuantizer`` (symmetric int8,
+    ``per_channel`` weights), calibrated on navya's plan, before lowering."""
+
+    quantize: bool = False
+    per_channel: bool = True
+    calibration_fraction: float = 0.02
+    calibration_images: int | None = None
+    seed: int | None = None
+    source: Any = None
+
+    def __post_init__(self) -> None:
+        _check_calibration(self)
+
+    def unavailable(self) -> None:
+        _require("executorch", *(("executorch-quantizer",) if self.quantize else ()))
+        _source_unavailable(self.source)
+
+
+def _source_unavailable(source: Any) -> None:
+    reason = None if source is None else unavailable_reason(source)
+    if reason:
+        raise RuntimeUnavailable(reason)
+
+
+# -- the transforms --------------------------------------------------------------------------
+
+
+def _float_source(model: nn.Module, config, context: CompressContext) -> nn.Module:
+    """The float detector to export: the reference, or ``config.source`` applied to it."""
+    if not isinstance(getattr(model, "core", None), nn.Module):
+        raise ExportError(f"{type(model).__name__} has no `core` submodule to export")
+    if config.source is None:
+        return copy.deepcopy(model).eval()
+    out = apply_transform(model, config.source, context).eval()
+    if any(p.is_quantized for p in out.core.state_dict().values() if isinstance(p, Tensor)):
+        raise ExportError(f"source {type(config.source).__name__} gives a quantized eager "
+                          "model; a runtime exports a float network (quantize in the runtime)")
+    return out
+
+
+def _calibration_inputs(model: nn.Module, config, context: CompressContext) -> list[Tensor]:
+    """The preprocessed calibration images (``[1, 3, S, S]`` each) of navya's plan."""
+    dataset = _require_data(context, f"INT8 calibration of {type(config).__name__}")
+    seed = context.seed if config.seed is None else config.seed
+    count = calibration_count(len(dataset), config.calibration_fraction, config.calibration_images)
+    indices = calibration_indices(len(dataset), count, seed)
+    with torch.no_grad():
+        return [model.preprocess([dataset[i][0]]) for i in indices]
+
+
+_OP_PATTERN = re.compile(r"(aten[.:]{1,2}[A-Za-z0-9_]+(?:\.[A-Za-z0-9_]+)?|torch\.ops\.[\w.]+|"
+                         r"torchvision[.:]{1,2}\w+|quantized[.:]{1,2}\w+)")
+
+
+def _export_error(what: str, exc: BaseException) -> ExportError:
+    text = f"{type(exc).__name__}: {exc}"
+    ops = sorted(set(_OP_PATTERN.findall(text)))
+    where = f"at operator(s) {', '.join(ops[:5])}" if ops else "(the exporter named no operator)"
+    first = text.strip().splitlines()[0][:500] if text.strip() else type(exc).__name__
+    return ExportError(f"{what} failed {where}: {first}")
+
+
+def export_onnx(core: nn.Module, image_size: int) -> bytes:
+    """The network as ONNX bytes (dynamo exporter, batch 1, input ``images``, outputs
+    ``bbox_regression`` and ``cls_logits``)."""
+    _require("onnxruntime")
+    x = torch.zeros(1, 3, image_size, image_size)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "model.onnx"
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                program = torch.onnx.export(core.eval(), (x,), input_names=[INPUT_NAME],
+                                            output_names=list(OUTPUT_NAMES), dynamo=True,
+                                            verbose=False)
+            program.save(str(path))
+        except Exception as exc:  # noqa: BLE001 - any exporter failure, named
+            raise _export_error("export of the network to ONNX", exc) from exc
+        extra = [p.name for p in Path(tmp).iterdir() if p.name != "model.onnx"]
+        if extra:
+            raise ExportError(f"the ONNX export wrote external data files {extra}; navya ships "
+                              "single-file ONNX models (< 2 GB)")
+        return path.read_bytes()
+
+
+@register_transform(OnnxRuntimeConfig)
+def to_onnxruntime(model: nn.Module, config: OnnxRuntimeConfig,
+                   context: CompressContext | None = None) -> nn.Module:
+    """The detector with its network exported to ONNX (and quantized by ONNX Runtime)."""
+    context = context or CompressContext()
+    config.unavailable()
+    src = _float_source(model, config, context)
+    s, info = src.image_size, {}
+    t = time.perf_counter()
+    data = export_onnx(src.core, s)
+    info["export_s"] = time.perf_counter() - t
+    if config.quantize:
+        from onnxruntime.quantization import (
+            CalibrationDataReader,
+            CalibrationMethod,
+            QuantFormat,
+            QuantType,
+            quantize_static,
+        )
+        from onnxruntime.quantization.shape_inference import quant_pre_process
+
+        inputs = _calibration_inputs(src, config, context)
+
+        class Reader(CalibrationDataReader):
+            def __init__(self):
+                self.items = iter(inputs)
+
+            def get_next(self):
+                x = next(self.items, None)
+                return None if x is None else {INPUT_NAME: x.numpy()}
+
+        method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+                  "percentile": CalibrationMethod.Percentile}[config.calibrate_method]
+        t = time.perf_counter()
+        with tempfile.TemporaryDirectory() as tmp:
+            fp32, pre, q = (Path(tmp) / n for n in ("fp32.onnx", "pre.onnx", "int8.onnx"))
+            fp32.write_bytes(data)
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    quant_pre_process(str(fp32), str(pre), skip_symbolic_shape=True)
+                    quantize_static(str(pre), str(q), Reader(), quant_format=QuantFormat.QDQ,
+                                    activation_type=QuantType.QUInt8,
+                                    weight_type=QuantType.QInt8,
+                                    per_channel=config.per_channel, calibrate_method=method)
+            except Exception as exc:  # noqa: BLE001
+                raise _export_error("ONNX Runtime quantize_static", exc) from exc
+            data = q.read_bytes()
+        info["quantize_s"] = time.perf_counter() - t
+        info["calibration_images"] = len(inputs)
+    out = src
+    out.core = OnnxRuntimeCore({"model.onnx": data}, image_size=s,
+                               precision="int8" if config.quantize else "f32",
+                               float_twin=src.core, info=info)
+    return out
+
+
+@register_transform(OpenVINOConfig)
+def to_openvino(model: nn.Module, config: OpenVINOConfig,
+                context: CompressContext | None = None) -> nn.Module:
+    """The detector with its network converted to OpenVINO IR (int8: quantized by NNCF)."""
+    context = context or CompressContext()
+    config.unavailable()
+    import openvino as ov
+
+    src = _float_source(model, config, context)
+    s, info = src.image_size, {}
+    t = time.perf_counter()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ov_model = ov.convert_model(src.core.eval(), example_input=torch.zeros(1, 3, s, s))
+    except Exception as exc:  # noqa: BLE001
+        raise _export_error("conversion of the network to OpenVINO IR", exc) from exc
+    info["export_s"] = time.perf_counter() - t
+    if config.precision == "int8":
+        import nncf
+
+        nncf.set_log_level(logging.ERROR)
+        inputs = _calibration_inputs(src, config, context)
+        t = time.perf_counter()
+        try:
+            ov_model = nncf.quantize(ov_model, nncf.Dataset([x.numpy() for x in inputs]),
+                                     subset_size=len(inputs))
+        except Exception as exc:  # noqa: BLE001
+            raise _export_error("NNCF quantization", exc) from exc
+        info["quantize_s"] = time.perf_counter() - t
+        info["calibration_images"] = len(inputs)
+    with tempfile.TemporaryDirectory() as tmp:
+        xml = Path(tmp) / "model.xml"
+        # weights stored as they are (f32, or int8 after NNCF): no fp16 compression
+        ov.save_model(ov_model, str(xml), compress_to_fp16=False)
+        files = {"model.xml": xml.read_bytes(), "model.bin": xml.with_suffix(".bin").read_bytes()}
+    out = src
+    out.core = OpenVINOCore(files, image_size=s, precision=config.precision,
+                            float_twin=src.core, info=info)
+    return out
+
+
+def xnnpack_quantized(exported: torch.export.ExportedProgram, inputs: Sequence[Tensor],
+                      per_channel: bool = True) -> nn.Module:
+    """PT2E with ExecuTorch's ``XNNPACKQuantizer`` (symmetric int8 weights, per channel or
+    per tensor): observers inserted, ``inputs`` fed through, converted to the quantized graph
+    (explicit quantize/dequantize ops) that lowering to XNNPACK turns into int8 kernels."""
+    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
+        XNNPACKQuantizer,
+        get_symmetric_quantization_config,
+    )
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+    quantizer = XNNPACKQuantizer()
+    quantizer.set_global(get_symmetric_quantization_config(is_per_channel=per_channel))
+    prepared = prepare_pt2e(exported.module(), quantizer)
+    with torch.no_grad():
+        for x in inputs:
+            prepared(x)
+    return convert_pt2e(prepared)
+
+
+@register_transform(ExecuTorchConfig)
+def to_executorch(model: nn.Module, config: ExecuTorchConfig,
+                  context: CompressContext | None = None) -> nn.Module:
+    """The detector with its network lowered to an ExecuTorch XNNPACK program (int8: PT2E with
+    the XNNPACK quantizer first)."""
+    context = context or CompressContext()
+    config.unavailable()
+    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+    from executorch.exir import to_edge_transform_and_lower
+
+    src = _float_source(model, config, context)
+    s, info = src.image_size, {}
+    example = (torch.zeros(1, 3, s, s),)
+    t = time.perf_counter()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            exported = torch.export.export(src.core.eval(), example)
+            if config.quantize:
+                inputs = _calibration_inputs(src, config, context)
+                info["calibration_images"] = len(inputs)
+                exported = torch.export.export(
+                    xnnpack_quantized(exported, inputs, config.per_channel), example)
+            program = to_edge_transform_and_lower(
+                exported, partitioner=[XnnpackPartitioner()]).to_executorch()
+    except Exception as exc:  # noqa: BLE001
+        raise _export_error("lowering of the network to ExecuTorch (XNNPACK)", exc) from exc
+    info["export_s"] = time.perf_counter() - t
+    out = src
+    out.core = ExecuTorchCore({"model.pte": bytes(program.buffer)}, image_size=s,
+                              precision="int8" if config.quantize else "f32",
+                              float_twin=src.core, info=info)
+    return out
+
