@@ -53,6 +53,16 @@ class BloatedConfig:
     pass
 
 
+@dataclass(frozen=True)
+class GoneConfig:
+    """A runtime that is not installed here."""
+
+    def unavailable(self):
+        from navya.compress.deploy import RuntimeUnavailable
+
+        raise RuntimeUnavailable("the gone runtime is not installed (test)")
+
+
 class SlowerSSDLite(SSDLite):
     """Same detections, 30 % more time: busy-waits 0.3x the time the real forward took."""
 
@@ -95,6 +105,14 @@ def bloated(model, config, context):
 register(Variant("slow30", SlowerConfig()))
 register(Variant("noisy", NoisyConfig()))
 register(Variant("bloated", BloatedConfig()))
+
+
+@register_transform(GoneConfig)
+def gone(model, config, context):
+    raise AssertionError("an unavailable variant is never built")
+
+
+register(Variant("gone", GoneConfig()))
 '''
 
 BUDGETS = """
@@ -114,6 +132,9 @@ min_size_ratio = 0.95
 [variants.bloated]
 max_map_drop_points = 0.5
 min_size_ratio = 0.95
+
+[variants.gone]
+max_map_drop_points = 0.5
 """
 
 
@@ -163,6 +184,16 @@ def test_injected_regressions_fail_with_variant_budget_and_value(suite):
         assert ok in out, ok
     assert "NO BUDGET" in out  # zip size and MACs budgets are absent here: skipped loudly
     assert result.parseoutcomes().get("failed") == 3
+
+
+def test_an_unavailable_variant_is_skipped_loudly_in_every_test(suite):
+    result = suite("fp32,gone", "-k", "map_drop or size_ratio", inprocess=True)
+    out = result.stdout.str()
+    assert result.ret == 0 and "FAILED" not in out
+    assert result.parseoutcomes().get("skipped", 0) >= 2
+    assert out.count("VARIANT UNAVAILABLE on this machine: gone: the gone runtime is not "
+                     "installed (test)") >= 2, out
+    assert "SKIPPED gone: unavailable on this machine: the gone runtime" in out
 
 
 def test_untouched_run_passes_and_writes_reports(suite, pytester):
