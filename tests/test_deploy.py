@@ -113,6 +113,7 @@ def test_int8_runtime_runs_and_its_detections_overlap_fp32(model, ctx, x, images
     assert size < 0.6 * sum(map(len, fp32.core.artifact_files().values()))
 
 
+@pytest.mark.slow  # 42 s: ExecuTorch's XNNPACK lowering of the quantized graph
 def test_executorch_int8_runs_the_graph_its_quantizer_defined(model, ctx, x):
     """The XNNPACK quantizer gives this untrained tiny model no usable INT8 graph (its
     backbone's activations shrink to ~1e-4 and below; the quantized reference graph itself has
