@@ -581,9 +581,12 @@ def plot_tradeoff(
         if fastest is not None and _label(row) == _label(fastest):
             ax.scatter([x], [y], s=area * 2.2, marker="o", facecolors="none",
                        edgecolors="tab:green", linewidths=2.0, zorder=5)
-            ax.annotate(f"fastest within budget: {_label(row)}", (x, y), xytext=(8, 10),
+            ax.annotate(f"fastest within budget: {_label(row)}", (x, y), xytext=(30, -30),
                         textcoords="offset points", fontsize=8, color="tab:green",
-                        fontweight="bold", zorder=5)
+                        fontweight="bold", zorder=6,
+                        bbox={"boxstyle": "round", "fc": "white", "ec": "tab:green",
+                              "alpha": 0.95},
+                        arrowprops={"arrowstyle": "-", "color": "tab:green"})
         legend_lines.append(f"{i:>2}  {_label(row):<28} {y:6.2f}%  {x:6.1f} ms"
                             + (f"  {size:6.2f} MB" if size is not None else "")
                             + (" ▼" if off else ""))
@@ -686,5 +689,6 @@ def _plot_gains(ax: Any, gains: Sequence[Mapping[str, Any]]) -> None:
     ax.axvline(1.0, color="grey", linewidth=0.8)
     ax.set_xlim(0, max(torch_gain + own_gain) * 1.25)
     ax.tick_params(axis="x", labelsize=7)
-    ax.set_title("INT8 speedup, end to end", fontsize=8.5)
-    ax.legend(fontsize=6.5, loc="lower right")
+    ax.set_title("INT8 speedup, end to end", fontsize=8.5, pad=22)
+    ax.legend(fontsize=6.5, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=2,
+              frameon=False)
