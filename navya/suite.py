@@ -84,6 +84,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g.addoption("--navya-speed-rounds", type=int, default=60,
                 help="timed ABBA pairs per fresh-process speed run (default 60; a speed "
                      "baseline recorded with another value is not comparable)")
+    g.addoption("--navya-speed-confirm", type=int, default=None, metavar="N",
+                help="fresh-process runs a speed figure outside its tolerance is judged on, "
+                     "the first included (default 5: the median of five)")
     g.addoption("--navya-record-speed", type=int, default=0, metavar="N",
                 help="record this machine's speed baselines from N fresh-process runs per "
                      "variant (10 recommended) into <baselines>/speed/<machine>.json")
@@ -110,6 +113,10 @@ def pytest_configure(config: pytest.Config) -> None:
         if value < low:
             raise pytest.UsageError(f"--navya-{option.replace('_', '-')}: must be >= {low}, "
                                     f"got {value}")
+    confirm = config.getoption("navya_speed_confirm")
+    if confirm is not None and (confirm < 1 or confirm % 2 == 0):
+        raise pytest.UsageError(f"--navya-speed-confirm: an odd number of runs >= 1 (the "
+                                f"median is one of them), got {confirm}")
     _thread_counts(config.getoption("navya_threads"))  # a bad spec: usage error now
     _update_despite(config.getoption("navya_update_despite"))
     session = SuiteSession(config)
@@ -475,9 +482,13 @@ class SuiteSession:
         them, with ``--navya-record-speed N``)."""
         # the figures compared in a run: each variant's speedup and its A/B against its
         # stored build, and the reference's network-versus-end-to-end share
+        from navya.bench import SPEED_CONFIRM_RUNS
+
+        confirm = self.opt("navya_speed_confirm")
         verdict = self.bench.check_speed_baseline(
             variant, family_size=2 * len(self.selected_variants()) + 1,
-            record=self.opt("navya_record_speed"))
+            record=self.opt("navya_record_speed"),
+            confirm=SPEED_CONFIRM_RUNS if confirm is None else confirm)
         if verdict.outcome.name == "NO_BASELINE" and not self._speed_note:
             self._speed_note = True
             self.notes.append(verdict.message.split(": the speed")[0] + ": speed is checked "

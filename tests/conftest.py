@@ -2,8 +2,21 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
+
+#: plugins that arrive with executorch's dependencies and that navya does not use; pytester's
+#: runs (in a folder without pyproject.toml) would load them (2 s a start): see pyproject.toml
+UNUSED_PLUGINS = "-p no:hydra_pytest -p no:kgb -p no:anyio"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_unused_plugins_in_pytester_runs():
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("PYTEST_ADDOPTS", f"{os.environ.get('PYTEST_ADDOPTS', '')} {UNUSED_PLUGINS}")
+        yield
 
 
 @pytest.fixture(scope="module")
