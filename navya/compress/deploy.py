@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import copy
 import importlib
-import importlib.util
 import logging
 import re
 import tempfile
@@ -45,11 +44,7 @@ import torch
 from torch import Tensor, nn
 
 from navya.compress.base import CompressContext, apply_transform, register_transform
-from navya.compress.quantize import (
-    _require_data,
-    calibration_count,
-    calibration_indices,
-)
+from navya.compress.quantize import _calibration_plan, _require_data
 from navya.errors import NavyaError
 
 __all__ = [
@@ -335,43 +330,55 @@ class ExecuTorchCore(RuntimeCore):
 # -- configs ---------------------------------------------------------------------------------
 
 
-def _check_calibration(config) -> None:
-    if not 0.0 < config.calibration_fraction <= 1.0:
-        raise ValueError(f"calibration_fraction must be in (0, 1], got "
-                         f"{config.calibration_fraction!r}")
-    if config.calibration_images is not None and config.calibration_images < 1:
-        raise ValueError("calibration_images must be >= 1 or None")
+@dataclass(frozen=True, kw_only=True)
+class _RuntimeConfig:
+    """What every runtime config has (keyword-only): navya's calibration plan for INT8 (as
+    :class:`~navya.compress.quantize.PTQConfig`: 2 % of the train split by default, drawn with
+    ``seed`` or the context's) and an optional ``source`` transform config applied first."""
 
-
-@dataclass(frozen=True)
-class OnnxRuntimeConfig:
-    """Export to ONNX (``torch.onnx.export``, the dynamo exporter) and run with ONNX Runtime;
-    with ``quantize``, static INT8 by ``onnxruntime.quantization.quantize_static`` (QDQ format,
-    uint8 activations, int8 weights, per-tensor or ``per_channel``; ``calibrate_method``
-    ``minmax``/``entropy``/``percentile``) calibrated on navya's calibration plan (as
-    :class:`~navya.compress.quantize.PTQConfig`: 2 % of the train split by default)."""
-
-    quantize: bool = False
-    per_channel: bool = False
-    calibrate_method: str = "minmax"
     calibration_fraction: float = 0.02
     calibration_images: int | None = None
     seed: int | None = None
     source: Any = None
 
     def __post_init__(self) -> None:
-        _check_calibration(self)
+        if not 0.0 < self.calibration_fraction <= 1.0:
+            raise ValueError(f"calibration_fraction must be in (0, 1], got "
+                             f"{self.calibration_fraction!r}")
+        if self.calibration_images is not None and self.calibration_images < 1:
+            raise ValueError("calibration_images must be >= 1 or None")
+
+    def unavailable(self) -> None:
+        """Raise :class:`RuntimeUnavailable` when this config cannot be built here."""
+        reason = None if self.source is None else unavailable_reason(self.source)
+        if reason:
+            raise RuntimeUnavailable(reason)
+
+
+@dataclass(frozen=True)
+class OnnxRuntimeConfig(_RuntimeConfig):
+    """Export to ONNX (``torch.onnx.export``, the dynamo exporter) and run with ONNX Runtime;
+    with ``quantize``, static INT8 by ``onnxruntime.quantization.quantize_static`` (QDQ format,
+    uint8 activations, int8 weights, per-tensor or ``per_channel``; ``calibrate_method``
+    ``minmax``/``entropy``/``percentile``) calibrated on navya's calibration plan."""
+
+    quantize: bool = False
+    per_channel: bool = False
+    calibrate_method: str = "minmax"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
         if self.calibrate_method not in ("minmax", "entropy", "percentile"):
             raise ValueError(f"calibrate_method must be minmax, entropy or percentile, got "
                              f"{self.calibrate_method!r}")
 
     def unavailable(self) -> None:
         _require("onnxruntime")
-        _source_unavailable(self.source)
+        super().unavailable()
 
 
 @dataclass(frozen=True)
-class OpenVINOConfig:
+class OpenVINOConfig(_RuntimeConfig):
     """Convert to OpenVINO IR (``openvino.convert_model`` from the torch network) and run with
     OpenVINO's CPU plugin. ``precision``: ``f32``; ``bf16`` (the CPU plugin's bf16 inference
     precision; only where the CPU has native bf16, else unavailable); ``int8`` (NNCF
@@ -379,13 +386,9 @@ class OpenVINOConfig:
     plan)."""
 
     precision: str = "f32"
-    calibration_fraction: float = 0.02
-    calibration_images: int | None = None
-    seed: int | None = None
-    source: Any = None
 
     def __post_init__(self) -> None:
-        _check_calibration(self)
+        super().__post_init__()
         if self.precision not in ("f32", "bf16", "int8"):
             raise ValueError(f"precision must be f32, bf16 or int8, got {self.precision!r}")
 
@@ -395,11 +398,11 @@ class OpenVINOConfig:
             raise RuntimeUnavailable(
                 "openvino bf16 needs native bf16 on the CPU (AVX512-BF16 or AMX); OpenVINO's "
                 f"CPU plugin reports {_ov_core().get_property('CPU', 'OPTIMIZATION_CAPABILITIES')}")
-        _source_unavailable(self.source)
+        super().unavailable()
 
 
 @dataclass(frozen=True)
-class ExecuTorchConfig:
+class ExecuTorchConfig(_RuntimeConfig):
     """Export with ``torch.export``, lower to ExecuTorch with the XNNPACK partitioner and run
     the ``.pte`` with ExecuTorch's runtime: the embedded Arm path, exercised on x86 with the same
     kernels library. With ``quantize``: PT2E with the ``XNNPACKQuantizer`` (symmetric int8,
@@ -407,23 +410,10 @@ class ExecuTorchConfig:
 
     quantize: bool = False
     per_channel: bool = True
-    calibration_fraction: float = 0.02
-    calibration_images: int | None = None
-    seed: int | None = None
-    source: Any = None
-
-    def __post_init__(self) -> None:
-        _check_calibration(self)
 
     def unavailable(self) -> None:
         _require("executorch", *(("executorch-quantizer",) if self.quantize else ()))
-        _source_unavailable(self.source)
-
-
-def _source_unavailable(source: Any) -> None:
-    reason = None if source is None else unavailable_reason(source)
-    if reason:
-        raise RuntimeUnavailable(reason)
+        super().unavailable()
 
 
 # -- the transforms --------------------------------------------------------------------------
@@ -445,9 +435,7 @@ def _float_source(model: nn.Module, config, context: CompressContext) -> nn.Modu
 def _calibration_inputs(model: nn.Module, config, context: CompressContext) -> list[Tensor]:
     """The preprocessed calibration images (``[1, 3, S, S]`` each) of navya's plan."""
     dataset = _require_data(context, f"INT8 calibration of {type(config).__name__}")
-    seed = context.seed if config.seed is None else config.seed
-    count = calibration_count(len(dataset), config.calibration_fraction, config.calibration_images)
-    indices = calibration_indices(len(dataset), count, seed)
+    indices = _calibration_plan(len(dataset), config, context)  # the same draw as int8-ptq
     with torch.no_grad():
         return [model.preprocess([dataset[i][0]]) for i in indices]
 

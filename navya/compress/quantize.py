@@ -268,7 +268,7 @@ def calibration_indices(dataset_len: int, count: int, seed: int) -> list[int]:
 
 
 def _calibration_plan(dataset_len: int, config, context: CompressContext) -> list[int]:
-    """The calibration indices a PTQ/PT2E ``config`` asks for: its image count or fraction of
+    """The calibration indices a PTQ/PT2E/runtime ``config`` asks for: its image count or fraction of
     the data set, drawn with its seed (None: the context's)."""
     seed = context.seed if config.seed is None else config.seed
     count = calibration_count(dataset_len, config.calibration_fraction, config.calibration_images)
