@@ -26,6 +26,7 @@ Protocol (DESIGN.md, "Measurement protocol"):
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import json
 import math
@@ -57,6 +58,7 @@ from navya.metrics.measure import ROW_FIELDS, Measurement, cpu_model, git_commit
 __all__ = [
     "REFERENCE",
     "SAME_RUN_FIELDS",
+    "SAME_RUN_TEXT_FIELDS",
     "SPEED_CONFIRM_RUNS",
     "Bench",
     "BenchError",
@@ -87,9 +89,14 @@ SAME_RUN_FIELDS: tuple[str, ...] = (
     "speedup",  # t(reference) / t(variant), interleaved in this run
     "speedup_ci_low",
     "speedup_ci_high",
-    "transform_s",  # seconds the variant's transform took (calibration, fine-tune)
+    "transform_s",  # seconds the variant's transform took (calibration, fine-tune) when built
+    "artifact",  # built / cache (artifact cache hit) / uncached / prebuilt
+    "evaluated",  # now / cache (evaluation cache hit)
+    "measured",  # speed runs: now / reused (same inputs, from an earlier passing run)
     "status",  # PASS / FAIL: <keys> / NO BUDGET / reference / not checked
 )
+#: Same-run fields that hold words, not numbers.
+SAME_RUN_TEXT_FIELDS = ("artifact", "evaluated", "measured", "status")
 AP_PREFIX = "ap_"
 
 
@@ -103,6 +110,10 @@ class Fig(enum.Enum):
 
     MODEL = "model"
     TRANSFORM_S = "transform seconds"
+    #: how the model came to be: a :class:`~navya.compress.cache.BuildInfo`
+    BUILD = "build"
+    #: where the evaluation came from: "now" or "cache"
+    EVAL_SOURCE = "evaluation source"
     TIMED_MODEL = "timed model"
     EVALUATION = "evaluation"
     STATS = "stats"
@@ -155,27 +166,6 @@ class BenchSettings:
                                  f"got {value!r}")
 
 
-class _UInt8Images(Dataset):
-    """Evaluation images decoded once and kept as uint8 (every variant is scored on them)."""
-
-    def __init__(self, dataset: Dataset):
-        self.dataset = dataset
-        self.class_names = tuple(dataset.class_names)
-        self._images: dict[int, torch.Tensor] = {}
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def target(self, i: int) -> dict:
-        return self.dataset.target(i)
-
-    def __getitem__(self, i: int):
-        if i not in self._images:
-            img, _ = self.dataset[i]
-            self._images[i] = (img * 255).round().to(torch.uint8)
-        return self._images[i].float() / 255, self.dataset.target(i)
-
-
 @dataclass
 class Workload:
     """What a run measures on: the reference model and the data.
@@ -206,6 +196,7 @@ class Workload:
 def load_workload(checkpoint: str | os.PathLike, data: str | os.PathLike, *, split: str = "val",
                   eval_images: int | None = 500, train_split: str | None = "train") -> Workload:
     """The workload of a checkpoint and a VOC folder (the train split feeds calibration)."""
+    from navya.data.memory import UInt8Images
     from navya.data.synthetic import read_fingerprint, verify_synthetic
     from navya.data.voc import VOCDataset
     from navya.models import load_checkpoint
@@ -253,7 +244,7 @@ def load_workload(checkpoint: str | os.PathLike, data: str | os.PathLike, *, spl
         "split": split,
         "torch_version": torch.__version__,
     }
-    return Workload(reference.eval(), _UInt8Images(eval_set), train, provenance, notes)
+    return Workload(reference.eval(), UInt8Images(eval_set), train, provenance, notes)
 
 
 
@@ -319,13 +310,22 @@ class Bench:
         reference: the name of the reference row (default ``fp32``).
         speed_dir: the folder of per-machine speed baselines (default
             ``<baselines_dir>/speed``).
+        cache: a :class:`~navya._cache.ResultStore` that keeps built artifacts (the
+            :class:`~navya.compress.cache.ArtifactCache`) and their evaluations between runs,
+            each by a hash of everything it depends on; None: everything is built and
+            evaluated in this run.
+        rebuild: ignore (and replace) the cache entries of these variants, or of all (True).
+        remeasure: time and measure memory afresh even where the cache holds figures measured
+            on the same inputs (:meth:`measurement_key`).
     """
 
     def __init__(self, workload: Workload, settings: BenchSettings | None = None, *,
                  budgets: Budgets | None = None, baselines_dir: str | os.PathLike | None = None,
                  models: Mapping[str, nn.Module] | None = None, reference: str = REFERENCE,
-                 speed_dir: str | os.PathLike | None = None):
+                 speed_dir: str | os.PathLike | None = None, cache: Any = None,
+                 rebuild: bool | Sequence[str] = False, remeasure: bool = False):
         from navya.catalogue import CompressContext
+        from navya.compress.cache import ArtifactCache
 
         self.workload = workload
         self.settings = settings or BenchSettings()
@@ -337,8 +337,18 @@ class Bench:
         self.reference = reference
         self._models = dict(models or {})
         self._models.setdefault(reference, workload.reference)
+        self.store = cache
+        self.artifacts = None if cache is None else ArtifactCache(cache)
+        self.rebuild = rebuild if isinstance(rebuild, bool) else frozenset(rebuild)
+        self.remeasure = remeasure
+        #: (group, variant) -> "now" / "reused" / "cache" (see measurement_key)
+        self.sources: dict[tuple[str, str], str] = {}
+        self._ids: dict[str, str | None] = {}
+        #: variant -> when (and at which commit) its reused speed runs were measured
+        self.reused_from: dict[str, str] = {}
         self.context = CompressContext(train_dataset=workload.train_dataset,
-                                       progress=self.settings.progress, seed=self.settings.seed)
+                                       progress=self.settings.progress, seed=self.settings.seed,
+                                       artifacts=self.artifacts)
         self._cache: dict[tuple[Fig, str, int], Any] = {}
         self.verdicts: dict[str, dict[str, Verdict]] = {}
         self.order: list[str] = []  # variants in the order they were first measured
@@ -347,6 +357,9 @@ class Bench:
         self.pending_baselines: dict[str, tuple[Path, dict[str, Any], dict[str, Any]]] = {}
         #: per variant: (stored build to time against, or None and why); see stored_build
         self._build_state: dict[str, tuple[Path | None, str | None]] = {}
+        #: (figure, variant) -> seconds spent computing it (see profile)
+        self.timings: dict[tuple[str, str], float] = {}
+        self._inner: list[float] = []
 
     # -- cache --
 
@@ -356,11 +369,63 @@ class Bench:
             if variant not in self.order:
                 self.order.append(variant)
             try:
-                self._cache[key] = compute()
+                with self._timed(fig, variant):
+                    self._cache[key] = compute()
             except Exception as exc:
                 self.errors.setdefault(variant, f"{fig.value}: {type(exc).__name__}: {exc}")
                 raise
         return self._cache[key]
+
+    @contextlib.contextmanager
+    def _timed(self, fig: Fig, variant: str):
+        """Add the block's wall time, less that of figures computed inside it, to
+        :attr:`timings` (the run's profile)."""
+        t0 = time.perf_counter()
+        self._inner.append(0.0)
+        try:
+            yield
+        finally:
+            total, inner = time.perf_counter() - t0, self._inner.pop()
+            key = (fig.value, variant)
+            self.timings[key] = self.timings.get(key, 0.0) + total - inner
+            if self._inner:
+                self._inner[-1] += total
+
+    def profile(self) -> dict[str, float]:
+        """Seconds this run spent per kind of figure (building models, evaluating, speed
+        runs, ...), each figure's own time (not that of the figures it needed), largest
+        first."""
+        out: dict[str, float] = {}
+        for (fig, _), seconds in self.timings.items():
+            out[fig] = out.get(fig, 0.0) + seconds
+        return dict(sorted(out.items(), key=lambda kv: -kv[1]))
+
+    def cache_summary(self) -> str | None:
+        """One line: how many models came from the artifact cache and how many were built
+        (with the seconds each took), and the same for evaluations; None without a cache."""
+        if self.store is None:
+            return None
+        infos = {v: self.peek(Fig.BUILD, v) for v in self.order}
+        hits = {v: i for v, i in infos.items() if i is not None and i.source == "cache"}
+        built = {v: i for v, i in infos.items() if i is not None and i.source in ("built",
+                                                                                 "uncached")}
+        evals = [self.peek(Fig.EVAL_SOURCE, v) for v in self.order]
+        line = (f"artifact cache {self.store.root}: {len(hits)} variant(s) from the cache "
+                f"(built earlier in {sum(i.build_s for i in hits.values()):.0f} s, read in "
+                f"{sum(i.load_s for i in hits.values()):.1f} s), {len(built)} built now in "
+                f"{sum(i.build_s for i in built.values()):.0f} s")
+        if built:
+            line += " (" + ", ".join(f"{v} {i.build_s:.0f} s" for v, i in built.items()) + ")"
+        speed = [self.sources.get(("speed", v)) for v in self.order]
+        memory = [self.sources.get(("memory", v)) for v in self.order]
+        line += (f"; evaluations: {evals.count('cache')} from the cache, "
+                 f"{evals.count('now')} computed; speed: {speed.count('reused')} variant(s) "
+                 f"reused (same inputs as an earlier passing run), {speed.count('now')} "
+                 f"measured now; memory: {memory.count('reused')} reused, "
+                 f"{memory.count('now')} measured now")
+        if self.remeasure:
+            line += " (--navya-remeasure: nothing reused)"
+        return line
 
     def _speed_peek(self, variant: str):
         """The median speed run of ``variant`` if one was made (computes nothing)."""
@@ -374,7 +439,10 @@ class Bench:
         return self._cache.get((fig, variant, threads))
 
     def release(self, variant: str) -> None:
-        """Drop the models of ``variant`` (its figures stay); the reference is kept."""
+        """Drop the models of ``variant`` (its figures stay); the reference is kept. First,
+        its freshly measured speed and memory figures go to the cache when every check of
+        the variant passed (:meth:`save_measurements`)."""
+        self.save_measurements(variant)
         if variant == self.reference:
             return
         for key in [k for k in self._cache if k[0] in _MODEL_FIGS and k[1] == variant]:
@@ -429,9 +497,14 @@ class Bench:
         """The variant's model in eval mode (built once; the transform time is recorded)."""
 
         def build():
+            from navya.compress.cache import BuildInfo
+
             if variant in self._models:
                 self._cache[(Fig.TRANSFORM_S, variant, 0)] = 0.0
+                self._cache[(Fig.BUILD, variant, 0)] = BuildInfo("prebuilt", 0.0)
                 return self._models[variant].eval()
+            import contextlib
+
             from navya.catalogue import get_variant
             from navya.compress.deploy import ExportError
 
@@ -439,12 +512,15 @@ class Bench:
             reason = self.unavailable(variant)
             if reason:
                 raise BenchError(f"variant {variant!r} cannot be built here: {reason}")
-            t0 = time.perf_counter()
+            rebuilding = (self.artifacts.rebuilding(self.rebuilds(variant))
+                          if self.artifacts is not None else contextlib.nullcontext())
             try:
-                m = spec.apply(self.workload.reference, self.context)
+                with rebuilding:
+                    m, info = spec.apply_info(self.workload.reference, self.context)
             except ExportError as exc:
                 raise ExportError(f"variant {variant!r}: {exc}") from exc
-            self._cache[(Fig.TRANSFORM_S, variant, 0)] = time.perf_counter() - t0
+            self._cache[(Fig.TRANSFORM_S, variant, 0)] = info.build_s
+            self._cache[(Fig.BUILD, variant, 0)] = info
             return m.eval()
 
         def checked():
@@ -487,12 +563,26 @@ class Bench:
 
         return self._cached(Fig.TIMED_MODEL, variant, build, threads)
 
+    def rebuilds(self, variant: str) -> bool:
+        """Whether this run ignores the cache entries of ``variant`` (``rebuild``)."""
+        return self.rebuild is True or (not isinstance(self.rebuild, bool)
+                                        and variant in self.rebuild)
+
+    def build_info(self, variant: str):
+        """How the variant's model came to be (:class:`~navya.compress.cache.BuildInfo`;
+        builds it if needed)."""
+        self.model(variant)
+        return self._cache[(Fig.BUILD, variant, 0)]
+
     def evaluation(self, variant: str):
-        """VOC evaluation (:class:`~navya.metrics.detection.VOCEvaluation`) on the workload."""
+        """VOC evaluation (:class:`~navya.metrics.detection.VOCEvaluation`) on the workload.
+
+        With a cache, the evaluation of the same artifact on the same images by the same code
+        (:meth:`evaluation_key`) is read from it instead of computed again."""
         from navya.metrics.evaluate import evaluate_model
         from navya.runtime import num_threads, usable_cpus
 
-        def run():
+        def compute():
             with num_threads(usable_cpus()):
                 return evaluate_model(self.model(variant), self.workload.eval_dataset,
                                       class_names=self.workload.class_names,
@@ -500,7 +590,72 @@ class Bench:
                                       limit=self.workload.eval_images,
                                       progress=self.settings.progress)
 
+        def run():
+            parts = self.evaluation_key(variant)
+            if parts is None:
+                self._cache[(Fig.EVAL_SOURCE, variant, 0)] = "now"
+                return compute()
+            from navya._cache import digest
+
+            key = digest(parts)
+            if not self.rebuilds(variant):
+                entry = self.store.get("evaluations", key)
+                if entry is not None:
+                    self._cache[(Fig.EVAL_SOURCE, variant, 0)] = "cache"
+                    return entry.value
+            t0 = time.perf_counter()
+            result = compute()
+            try:
+                self.store.put("evaluations", key, result,
+                               {"variant": variant, "seconds": time.perf_counter() - t0,
+                                "evaluated_at": utc_now(), "parts": parts})
+            except OSError as exc:
+                import warnings
+
+                from navya._cache import CacheWarning
+
+                warnings.warn(f"could not write the evaluation cache: {exc}", CacheWarning,
+                              stacklevel=2)
+            self._cache[(Fig.EVAL_SOURCE, variant, 0)] = "now"
+            return result
+
         return self._cached(Fig.EVALUATION, variant, run)
+
+    def evaluation_key(self, variant: str) -> dict[str, Any] | None:
+        """What the variant's evaluation depends on, or None when it cannot be cached (no
+        cache; a model of unknown origin): the artifact (its cache key, or the digest of a
+        float model handed to the engine such as the reference), the evaluation images (their
+        fingerprint and count), the class names, the batch size, the thread count, the source
+        of the evaluation code and of every navya module the model's layers come from, the
+        library versions and the machine."""
+        from navya.compress.cache import model_digest
+        from navya.runtime import usable_cpus
+
+        if self.store is None or self.artifacts is None:
+            return None
+        model, info = self.model(variant), self.build_info(variant)
+        if info.key is not None:
+            artifact = info.key
+        elif info.source == "prebuilt":
+            artifact = model_digest(model)
+        else:
+            return None
+        data = self.workload.eval_dataset
+        try:
+            data_fp = self.artifacts.data_fingerprint(data)
+        except ValueError:
+            return None
+        inner = getattr(data, "dataset", None)
+        roots = ["navya.metrics.evaluate", type(data).__module__,
+                 *([type(inner).__module__] if inner is not None else []),
+                 *sorted({type(m).__module__ for m in model.modules()
+                          if type(m).__module__.startswith("navya")})]
+        return {"format": 1, "artifact": artifact, "data": data_fp,
+                "eval_images": self.workload.eval_count,
+                "class_names": list(self.workload.class_names),
+                "batch_size": self.settings.eval_batch_size, "threads": usable_cpus(),
+                "sources": self.artifacts._sources(tuple(dict.fromkeys(roots))),
+                "versions": self.artifacts.versions(), "machine": self.artifacts.machine}
 
     def map(self, variant: str) -> float:
         return float(self.evaluation(variant).map("all-point"))
@@ -537,7 +692,8 @@ class Bench:
                     "size_mb": size.size_mb, "size_zip_mb": size.size_zip_mb,
                     "macs": macs.macs, "effective_macs": macs.effective_macs}
 
-        return self._cached(Fig.STATS, variant, run)
+        return self._cached(Fig.STATS, variant, lambda: self._reused_or(
+            "stats", variant, run, lambda v: v["stats"], lambda v: {"stats": v}))
 
     def size_ratio(self, variant: str) -> float:
         return self.stats(self.reference)["size_bytes"] / self.stats(variant)["size_bytes"]
@@ -560,11 +716,42 @@ class Bench:
         baseline has one (:meth:`stored_build`), and for the reference its network alone
         against its end-to-end call; those land in :meth:`speed_pairs`.
         """
-        from navya.metrics.speed import YARDSTICK, run_speed_job
-        from navya.runtime import timing_cpu
 
         runs = self._cached(Fig.SPEEDUP, variant, list)
         pairs = self._cached(Fig.SPEED_PAIRS, variant, list)
+        if not runs:
+            self._reuse_speed(variant, n, runs, pairs)
+        if len(runs) < n:
+            if self.sources.get(("speed", variant)) == "reused":
+                runs.clear(), pairs.clear()  # more runs wanted: all of them fresh
+            self.sources[("speed", variant)] = "now"
+            self.model(self.reference), self.model(variant)  # built outside the speed time
+            with self._timed(Fig.SPEEDUP, variant):
+                self._speed_runs(variant, n, runs, pairs)
+        return runs
+
+    def _reuse_speed(self, variant: str, n: int, runs: list, pairs: list) -> None:
+        """Fill ``runs``/``pairs`` from the cache when it holds at least ``n`` runs measured
+        on this variant's inputs in an earlier run whose checks passed."""
+        from navya._cache import digest
+
+        parts = self.measurement_key("speed", variant)
+        if parts is None or self.rebuilds(variant):
+            return
+        entry = self.store.get("figures", digest(parts))
+        value = None if entry is None else entry.value
+        if (isinstance(value, dict) and len(value.get("runs", ())) >= n
+                and len(value.get("pairs", ())) == len(value["runs"])):
+            runs.extend(value["runs"])
+            pairs.extend(value["pairs"])
+            self.sources[("speed", variant)] = "reused"
+            self.reused_from[variant] = (f"{entry.meta.get('measured_at')}, commit "
+                                         f"{str(entry.meta.get('git_commit'))[:10]}")
+
+    def _speed_runs(self, variant: str, n: int, runs: list, pairs: list) -> None:
+        from navya.metrics.speed import YARDSTICK, run_speed_job
+        from navya.runtime import timing_cpu
+
         s = self.settings
         is_ref = variant == self.reference
         while len(runs) < n:
@@ -588,7 +775,6 @@ class Bench:
                     f"the stored build {build} no longer loads "
                     f"({job.errors[f'{variant}@build']})"))
             pairs.append(extra)
-        return runs
 
     def speed_pairs(self, variant: str, n: int = 1) -> list[dict[str, Any]]:
         """Per speed run of :meth:`speed_runs`, the worker's other pairs: ``"build"``,
@@ -737,7 +923,8 @@ class Bench:
             with num_threads(self.settings.threads), torch.inference_mode():
                 return float(peak_alloc_mb(lambda: m(imgs), warmup=not fresh))
 
-        return self._cached(Fig.PEAK_MEM, variant, run)
+        return self._cached(Fig.PEAK_MEM, variant, lambda: self._reused_or(
+            "memory", variant, run, lambda v: v["peak_mem_mb"]))
 
     def rss_mb(self, variant: str) -> float | None:
         """Peak RSS of a fresh subprocess running the variant (None when switched off)."""
@@ -745,8 +932,152 @@ class Bench:
 
         if not self.settings.rss:
             return None
-        return self._cached(Fig.RSS, variant, lambda: float(subprocess_peak_rss_mb(
-            self.model(variant), (self.images,), threads=self.settings.threads)))
+        return self._cached(Fig.RSS, variant, lambda: self._reused_or(
+            "memory", variant, lambda: float(subprocess_peak_rss_mb(
+                self.model(variant), (self.images,), threads=self.settings.threads)),
+            lambda v: v["rss_mb"]))
+
+    # -- figures kept between runs (the cache) --
+
+    #: Figures kept in the cache by group, and the navya modules (beyond the model's own)
+    #: whose code measures them. ``stats`` are deterministic and kept as soon as they are
+    #: computed; ``speed`` and ``memory`` are measurements, kept from a run in which every
+    #: check of the variant passed (:meth:`save_measurements`).
+    REUSE_GROUPS: dict[str, tuple[str, ...]] = {
+        "stats": ("navya.metrics.model_stats",),
+        "speed": ("navya.metrics.speed", "navya.metrics._speed_worker", "navya.metrics.latency",
+                  "navya.runtime"),
+        "memory": ("navya.metrics.memory", "navya.metrics._rss_worker", "navya.runtime"),
+    }
+    #: Environment variables that change which kernels run or how many threads they use
+    #: (part of a measurement's key): their prefixes.
+    ENV_PREFIXES = ("OMP_", "MKL_", "KMP_", "DNNL_", "ONEDNN_", "OPENBLAS_", "GOMP_", "TORCH_",
+                    "ATEN_", "ORT_", "OV_", "XNNPACK_", "MALLOC_", "LD_PRELOAD", "PYTORCH_")
+
+    def _artifact_id(self, variant: str) -> str | None:
+        """What identifies the variant's model: its artifact cache key, or the digest of a
+        float model handed to the engine (the reference); None: unknown origin."""
+        if variant not in self._ids:
+            from navya.compress.cache import model_digest
+
+            info = self.build_info(variant)
+            self._ids[variant] = (info.key if info.key is not None else
+                                  model_digest(self.model(variant))
+                                  if info.source == "prebuilt" else None)
+        return self._ids[variant]
+
+    def measurement_key(self, group: str, variant: str) -> dict[str, Any] | None:
+        """Everything a figure of ``group`` (:data:`REUSE_GROUPS`) of ``variant`` depends on,
+        or None when it cannot be reused (no cache; ``remeasure`` for measurements; a model of
+        unknown origin): the variant's artifact and, for speed, the reference's and the stored
+        build's; the cost-figure images; the source of the measuring code and of every navya
+        module the model's layers come from, followed through their imports; the library
+        versions; the machine (CPU, ISA, cores, threads, quantized engine, kernel, C library);
+        the thread and kernel environment variables; the measuring settings."""
+        import platform
+
+        if self.store is None or self.artifacts is None:
+            return None
+        if group != "stats" and self.remeasure:
+            return None
+        art = self._artifact_id(variant)
+        if art is None:
+            return None
+        try:
+            data = self.artifacts.data_fingerprint(self.workload.eval_dataset)
+        except ValueError:
+            return None
+        models = [self.model(variant)]
+        s = self.settings
+        parts: dict[str, Any] = {
+            "format": 1, "group": group, "artifact": art,
+            "images": {"data": data, "batch_size": s.batch_size},
+        }
+        if group == "speed":
+            ref = self._artifact_id(self.reference)
+            if ref is None:
+                return None
+            models.append(self.model(self.reference))
+            build, _ = self.stored_build(variant) if s.isolated_speed else (None, None)
+            from navya.models.checkpoint import sha256_file
+
+            parts.update(reference=ref, protocol=self.speed_protocol(), threads=s.threads,
+                         inject=s.inject, stored_build=None if build is None
+                         else sha256_file(build))
+        elif group == "memory":
+            parts.update(threads=s.threads, rss=s.rss)
+        roots = [*self.REUSE_GROUPS[group],
+                 *sorted({type(m).__module__ for model in models for m in model.modules()
+                          if type(m).__module__.startswith("navya")})]
+        parts.update(
+            sources=self.artifacts._sources(tuple(dict.fromkeys(roots))),
+            versions=self.artifacts.versions(),
+            machine={**self.artifacts.machine, **self.machine,
+                     "platform": platform.platform(), "libc": list(platform.libc_ver())},
+            env={k: v for k, v in sorted(os.environ.items()) if k.startswith(self.ENV_PREFIXES)},
+        )
+        return parts
+
+    def _reused_or(self, group: str, variant: str, compute: Callable[[], Any],
+                   pick: Callable[[Any], Any], store: Callable[[Any], Any] | None = None):
+        """``pick(entry)`` of the cache entry of ``(group, variant)`` when there is one, else
+        ``compute()``; with ``store``, the computed value is kept at once (deterministic
+        figures)."""
+        from navya._cache import digest
+
+        parts = self.measurement_key(group, variant)
+        if parts is not None and not self.rebuilds(variant):
+            entry = self.store.get("figures", digest(parts))
+            if entry is not None:
+                try:
+                    value = pick(entry.value)
+                except (KeyError, TypeError):
+                    value = None
+                if value is not None or group == "memory":
+                    self.sources[(group, variant)] = "cache" if group == "stats" else "reused"
+                    return value
+        value = compute()
+        self.sources[(group, variant)] = "now"
+        if store is not None and parts is not None:
+            self._put_figures(parts, variant, store(value))
+        return value
+
+    def _put_figures(self, parts: dict[str, Any], variant: str, value: Any) -> None:
+        from navya._cache import digest
+
+        try:
+            self.store.put("figures", digest(parts), value,
+                           {"variant": variant, "measured_at": utc_now(),
+                            "git_commit": self._git_commit(), "parts": parts})
+        except OSError as exc:
+            import warnings
+
+            from navya._cache import CacheWarning
+
+            warnings.warn(f"could not write the figure cache: {exc}", CacheWarning, stacklevel=3)
+
+    def save_measurements(self, variant: str) -> list[str]:
+        """Keep this run's fresh speed and memory figures of ``variant`` in the cache, for a
+        later run on the same inputs (:meth:`measurement_key`), when every check of the
+        variant passed: a failing figure is always measured again. Returns the groups kept."""
+        if self.store is None or variant in self.errors or any(
+                v.failed for v in self.verdicts.get(variant, {}).values()):
+            return []
+        kept = []
+        runs, pairs = self.peek(Fig.SPEEDUP, variant), self.peek(Fig.SPEED_PAIRS, variant)
+        if runs and self.sources.get(("speed", variant)) == "now":
+            parts = self.measurement_key("speed", variant)
+            if parts is not None:
+                self._put_figures(parts, variant, {"runs": list(runs), "pairs": list(pairs)})
+                kept.append("speed")
+        peak, rss = self.peek(Fig.PEAK_MEM, variant), self.peek(Fig.RSS, variant)
+        if (peak is not None and self.sources.get(("memory", variant)) == "now"
+                and (rss is not None or not self.settings.rss)):
+            parts = self.measurement_key("memory", variant)
+            if parts is not None:
+                self._put_figures(parts, variant, {"peak_mem_mb": peak, "rss_mb": rss})
+                kept.append("memory")
+        return kept
 
     # -- budget figures --
 
@@ -879,6 +1210,10 @@ class Bench:
         if sp is not None and variant != ref:
             out.update(speedup=sp.speedup, speedup_ci_low=sp.ci_low, speedup_ci_high=sp.ci_high)
         out["transform_s"] = self.peek(Fig.TRANSFORM_S, variant)
+        info = self.peek(Fig.BUILD, variant)
+        out["artifact"] = None if info is None else info.source
+        out["evaluated"] = self.peek(Fig.EVAL_SOURCE, variant)
+        out["measured"] = self.sources.get(("speed", variant))
         out["status"] = self.status(variant)
         return out
 
@@ -1186,6 +1521,10 @@ class Bench:
             notes.append(f"NO STORED BUILD for {variant!r} on machine {slug}: {why or 'not timed'}; "
                          f"the A/B against it is skipped (record one with "
                          f"`pytest benchmarks/ --navya-record-speed 10`)")
+        if self.sources.get(("speed", variant)) == "reused":
+            notes.append(f"speed runs REUSED, measured {self.reused_from.get(variant)}: "
+                         "nothing they depend on changed (artifact, reference, stored build, "
+                         "code, libraries, machine, settings); --navya-remeasure times afresh")
         failed = [d for d in decisions if not d.passed]
         first = decisions[0]
         return self._record(Verdict(

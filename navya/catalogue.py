@@ -18,6 +18,7 @@ from navya.compress.base import (
     CompressContext,
     Transform,
     apply_transform,
+    apply_transform_info,
     config_to_dict,
     transform_for,
 )
@@ -73,6 +74,11 @@ class Variant:
 
     def apply(self, model: nn.Module, context: CompressContext | None = None) -> nn.Module:
         return apply_transform(model, self.config, context)
+
+    def apply_info(self, model: nn.Module, context: CompressContext | None = None):
+        """:meth:`apply`, and how the model came to be (built, or from the context's
+        artifact cache): ``(model, BuildInfo)``."""
+        return apply_transform_info(model, self.config, context)
 
     def config_dict(self) -> dict[str, Any]:
         """The config as JSON-compatible data: ``{"type": <config class>, <field>: ...}``."""

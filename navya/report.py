@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from navya._io import atomic_write_bytes
-from navya.bench import SAME_RUN_FIELDS
+from navya.bench import SAME_RUN_FIELDS, SAME_RUN_TEXT_FIELDS
 from navya.metrics.measure import FIELD_TYPES, ROW_FIELDS, Measurement, parse_value
 
 __all__ = [
@@ -190,7 +190,8 @@ def _typed(column: str, value: str) -> Any:
         return None
     if column in FIELD_TYPES:
         return parse_value(column, value, FIELD_TYPES[column])
-    if column.startswith(AP_PREFIX) or (column in SAME_RUN_FIELDS and column != "status"):
+    if column.startswith(AP_PREFIX) or (column in SAME_RUN_FIELDS
+                                        and column not in SAME_RUN_TEXT_FIELDS):
         return parse_value(column, value, (float,))
     return value
 
@@ -324,6 +325,7 @@ _SUMMARY_COLUMNS = [("variant", "name", "s"), ("mAP%", "map", ".2%"),
                     ("speedup", "speedup", ".2f"), ("GMACs", "macs", ".3f"),
                     ("sparsity", "sparsity", ".1%"), ("peak MB", "peak_mem_mb", ".1f"),
                     ("ms", "latency_ms_median", ".1f"), ("FPS", "fps", ".1f"),
+                    ("build", "artifact", "s"), ("timed", "measured", "s"),
                     ("status", "status", "s")]
 
 
@@ -335,6 +337,10 @@ def _summary_cells(row: Mapping[str, Any]) -> list[str]:
             value = _label(row)
         if key == "macs" and _num(value) is not None:
             value = float(value) / 1e9
+        if key == "artifact" and value in ("built", "cache", "uncached"):
+            seconds = _num(row.get("transform_s"))
+            value = ("cache" if value == "cache" else "built") + (
+                f" {seconds:.0f}s" if seconds is not None else "")
         if spec != "s":
             value = _num(value)
         cells.append(_DASH if value is None else format(value, spec))

@@ -96,6 +96,16 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                      "seed-to-seed spread that [trained_tolerances] must cover")
     g.addoption("--navya-speed-baselines", default=None, metavar="DIR",
                 help="per-machine speed baselines (default <baselines>/speed)")
+    g.addoption("--navya-cache", default=None, metavar="DIR",
+                help="the artifact and evaluation cache: built variants and their evaluations "
+                     "kept by a hash of everything they depend on (default $NAVYA_CACHE_DIR, "
+                     "else <rootdir>/.navya-cache; 'off': build and evaluate everything)")
+    g.addoption("--navya-rebuild", default=None, metavar="WHAT",
+                help="ignore (and replace) the cache entries of 'all' variants or of the "
+                     "named ones (comma-separated)")
+    g.addoption("--navya-remeasure", action="store_true",
+                help="time and measure memory afresh even where the cache holds figures "
+                     "measured on the same inputs in an earlier passing run")
     g.addoption("--navya-inject-slowdown", default=None, metavar="SPEC",
                 help="gate self-test: make the timed models slower, e.g. "
                      "'int8-ptq:network:0.10' or 'postprocess:0.05' (comma-separated)")
@@ -124,6 +134,7 @@ def pytest_configure(config: pytest.Config) -> None:
     session.register_project_variants()
     if config.getoption("navya_variants") is not None:
         session.selected_variants()  # an unknown name is a usage error before collection
+    session.rebuild_spec()  # an unknown name is a usage error too
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -319,6 +330,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config: pytest.Config)
     from navya.report import summary_text
 
     rows = session.rows()
+    session.notes.extend(session.run_notes())
     tr = terminalreporter
     tr.write_sep("=", "navya summary")
     for line in session.notes:
@@ -401,6 +413,32 @@ class SuiteSession:
             self._selected = names
         return self._selected
 
+    def rebuild_spec(self) -> bool | list[str]:
+        """``--navya-rebuild``: True (all), the named variants, or False."""
+        from navya.catalogue import variant_names
+
+        spec = self.opt("navya_rebuild")
+        if spec is None:
+            return False
+        if spec.strip() == "all":
+            return True
+        names = [s.strip() for s in spec.split(",") if s.strip()]
+        unknown = [n for n in names if n not in variant_names()]
+        if unknown or not names:
+            raise pytest.UsageError(f"--navya-rebuild: 'all' or variant names; unknown "
+                                    f"{', '.join(unknown) or repr(spec)}; known: "
+                                    f"{', '.join(variant_names())}")
+        return names
+
+    def cache_dir(self) -> Path | None:
+        """The cache folder (None: caching off)."""
+        from navya._cache import DEFAULT_DIR, ENV_DIR
+
+        value = self.opt("navya_cache") or os.environ.get(ENV_DIR) or ""
+        if value.strip().lower() == "off":
+            return None
+        return Path(value) if value else self.rootdir / DEFAULT_DIR
+
     def unavailable(self, variant: str) -> str | None:
         """Why ``variant`` cannot be built here (None: it can); the first time, a note."""
         if variant not in self._unavailable:
@@ -453,10 +491,19 @@ class SuiteSession:
                                  speed_rounds=self.opt("navya_speed_rounds"),
                                  seed=self.opt("navya_seed"),
                                  inject=parse_slowdowns(self.opt("navya_inject_slowdown")))
+        from navya._cache import ResultStore
+
+        cache_dir = self.cache_dir()
+        store = None if cache_dir is None else ResultStore(cache_dir)
+        self.notes.append(f"artifact cache: {cache_dir}" if store is not None else
+                          "artifact cache: off (every variant built and evaluated in this run)")
         self.bench = Bench(workload, settings, budgets=budgets,
                            baselines_dir=self._path_opt("navya_baselines",
                                                         "benchmarks/baselines"),
-                           speed_dir=self.opt("navya_speed_baselines"))
+                           speed_dir=self.opt("navya_speed_baselines"), cache=store,
+                           rebuild=self.rebuild_spec(),
+                           remeasure=bool(self.opt("navya_remeasure")
+                                          or self.opt("navya_record_speed")))
 
     def _say(self, line: str) -> None:
         tr = self.config.pluginmanager.get_plugin("terminalreporter")
@@ -505,6 +552,21 @@ class SuiteSession:
                                                update=self.opt("navya_update_baselines")))
 
     # -- summary --
+
+    def run_notes(self) -> list[str]:
+        """Where the run's time went and what it reused: the cache line, the engine's time
+        per kind of figure, the suite process's peak RSS."""
+        import resource
+
+        bench = self.bench
+        out = [line for line in (bench.cache_summary(),) if line]
+        profile = bench.profile()
+        if profile:
+            out.append("engine time by figure: " + ", ".join(
+                f"{fig} {seconds:.0f} s" for fig, seconds in profile.items() if seconds >= 0.5))
+        peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+        out.append(f"suite process peak RSS {peak_mb:.0f} MB ({len(bench.order)} variants)")
+        return out
 
     def rows(self) -> list[dict]:
         order = [v for v in (self._selected or []) if v in self.bench.order]

@@ -30,6 +30,7 @@ __all__ = [
     "Transform",
     "UnknownConfigError",
     "apply_transform",
+    "apply_transform_info",
     "config_to_dict",
     "register_transform",
     "registered_configs",
@@ -43,12 +44,15 @@ class CompressContext:
 
     ``train_dataset`` feeds calibration and fine-tuning (the train split, never the evaluation
     split); ``progress`` shows progress bars for long steps; ``seed`` seeds any sampling.
+    ``artifacts``: an :class:`~navya.compress.cache.ArtifactCache` that keeps results between
+    runs (None: every transform runs).
     """
 
     train_dataset: Dataset | None = None
     progress: bool = False
     seed: int = 0
     cache: dict = field(default_factory=dict, compare=False)  # shared results (e.g. a fine-tune)
+    artifacts: Any = field(default=None, compare=False)
 
 
 Transform = Callable[[nn.Module, Any, CompressContext], nn.Module]
@@ -119,12 +123,32 @@ def transform_for(config_type: type) -> Transform:
 
 def apply_transform(model: nn.Module, config: Any,
                     context: CompressContext | None = None) -> nn.Module:
-    """Run the transform registered for ``type(config)`` on ``model``; returns the new model.
+    """Run the transform registered for ``type(config)`` on ``model``; returns the new model
+    (from ``context.artifacts`` when it holds the result: :func:`apply_transform_info`).
 
     Raises:
         UnknownConfigError: no transform is registered for that config type.
     """
-    return transform_for(type(config))(model, config, context or CompressContext())
+    return apply_transform_info(model, config, context)[0]
+
+
+def apply_transform_info(model: nn.Module, config: Any, context: CompressContext | None = None):
+    """:func:`apply_transform`, and how the model came to be: ``(model,`` a
+    :class:`~navya.compress.cache.BuildInfo` ``)``. With ``context.artifacts``, the result is
+    looked up by a hash of everything it depends on and the transform runs only on a miss
+    (then its result is stored)."""
+    import time
+
+    context = context or CompressContext()
+    fn = transform_for(type(config))
+    if context.artifacts is not None:
+        return context.artifacts.build(lambda: fn(model, config, context), model, config,
+                                       context)
+    from navya.compress.cache import BuildInfo
+
+    t0 = time.perf_counter()
+    out = fn(model, config, context)
+    return out, BuildInfo("uncached", time.perf_counter() - t0, why="no artifact cache")
 
 
 def _jsonable(value: Any, where: str) -> Any:

@@ -202,6 +202,14 @@ class RuntimeCore(nn.Module):
         state["_twin"] = None
         return state
 
+    def cache_extras(self) -> dict[str, Any]:
+        """What the artifact cache keeps beside the pickle (which leaves the twin out, so the
+        speed worker's copies stay small): the float twin."""
+        return {"float_twin": self._twin}
+
+    def restore_cache_extras(self, extras: dict[str, Any]) -> None:
+        object.__setattr__(self, "_twin", extras.get("float_twin"))
+
     def extra_repr(self) -> str:
         size = sum(len(b) for b in self.files.values())
         return (f"runtime={self.runtime}, precision={self.precision}, "

@@ -475,7 +475,7 @@ def prune_structured_int8(model: nn.Module, config: StructuredInt8Config,
     """:func:`prune_structured` (cached fine-tune), then the transform of ``config.quantize``
     (:func:`~navya.compress.quantize.quantize_static` for a ``PTQConfig``)."""
     context = context or CompressContext()
-    pruned = prune_structured(model, config.structured, context)
+    pruned = apply_transform(model, config.structured, context)  # cached like the variant's
     info = dict(getattr(pruned, "pruning_info", {}))
     out = apply_transform(pruned, config.quantize, context)
     if info and not hasattr(out, "pruning_info"):

@@ -623,6 +623,29 @@ class VOCDataset(Dataset):
             f"images={len(self)}, classes={len(self.class_names)})"
         )
 
+    def fingerprint(self, file_digest: Callable[[Path], str] | None = None) -> str:
+        """SHA-256 of what this data set gives a model: the class names, the split and year,
+        the degenerate-box policy, and per item its id, its parsed ground truth and the
+        SHA-256 of its image file's bytes (``file_digest``, e.g. a memoizing
+        :class:`navya._cache.FileDigests`; default: read every file). A key for results that
+        depend on the data (cached calibrations and fine-tunes, cached evaluations); not the
+        synthetic set's recorded fingerprint, which covers every split."""
+        import hashlib
+
+        if file_digest is None:
+            def file_digest(path: Path) -> str:
+                return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+        h = hashlib.sha256()
+        h.update(repr((self.class_names, self.split, self.year, self.degenerate,
+                       self.transforms is None)).encode())
+        for ann, path in zip(self.annotations, self._image_paths, strict=True):
+            h.update(repr((ann.image_id, ann.width, ann.height)).encode())
+            for arr in (ann.boxes, ann.labels, ann.difficult):
+                h.update(np.ascontiguousarray(arr).tobytes())
+            h.update(file_digest(path).encode())
+        return h.hexdigest()
+
     def _index(self, i: int) -> int:
         n = len(self.ids)
         i = int(i)
