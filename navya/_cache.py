@@ -295,6 +295,7 @@ class ResultStore:
         try:
             with warnings.catch_warnings():  # whole quantized modules unpickle through it
                 warnings.filterwarnings("ignore", "TypedStorage is deprecated")
+                warnings.filterwarnings("ignore", ".*quantized tensor creation functions")
                 value = torch.load(io.BytesIO(payload), weights_only=False)
         except Exception as exc:  # noqa: BLE001 - a class that no longer unpickles: a miss
             self._miss(path, f"it does not load: {type(exc).__name__}: {exc}")
