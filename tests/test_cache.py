@@ -56,7 +56,7 @@ def tiny(val):
                        image_size=96).eval()
 
 
-PTQ = PTQConfig(calibration_images=4)
+PTQ = PTQConfig(calibration_images=2, activation_observer="minmax")
 
 
 def _context(store, train, seed=0):

@@ -33,6 +33,8 @@ def test_shipped_checkpoint_metadata_is_complete():
     assert max(ap) - min(ap) >= 0.25
 
 
+@pytest.mark.slow  # 25 s: 500 images generated and evaluated; `pytest benchmarks/` checks the
+# same model on the same images every run (fp32's deterministic baseline)
 def test_shipped_checkpoint_reproduces_its_val_map(tmp_path):
     model, ckpt = load_checkpoint(DEFAULT_CHECKPOINT)
     recorded = ckpt.meta["val"]

@@ -206,7 +206,7 @@ def test_no_speed_baseline_is_loud_and_floors_still_apply(gate, pytester):
     other = speed_baseline_path(pytester.path / "baselines", "intel-xeon-2c-amx_int8-t1-x86")
     write_speed_entry(other, "fp32-fused", SpeedEntry((1.1, 1.12, 1.09)), {"cpu_model": "Xeon"},
                       {"rounds": 40}, "then")
-    result = gate()
+    result = gate("-k", "fp32-fused")
     out = result.stdout.str()
     assert result.ret == 0, out
     slug = machine_slug(machine_key(1))
@@ -225,9 +225,10 @@ def test_recorded_baseline_passes_unchanged_and_catches_a_10_percent_slowdown(ga
     assert len(entries["fp32-fused"].values) == 3 and entries["fp32-fused"].higher_is_better
     build = entries["fp32-fused@build"]  # the build timed against itself: about 1
     assert 0.9 < build.center < 1.1 and build.higher_is_better and len(build.sha256) == 64
-    # a real slowdown is in every run: the median of three confirms it as surely as of five
+    # a real slowdown is in every run: judged on the first run alone (confirmation can only
+    # turn an outlying first run into a pass, never a pass into a failure)
     slowed = gate("--navya-inject-slowdown", "fp32-fused:network:0.10",
-                  "--navya-speed-confirm", "3", *only_fused)
+                  "--navya-speed-confirm", "1", *only_fused)
     out = slowed.stdout.str()
     assert "test_speed_regression[fp32-fused] FAILED" in out, out
     assert "t(stored build) / t(fp32-fused now)" in out

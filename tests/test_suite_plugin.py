@@ -152,21 +152,22 @@ def suite(pytester, tiny_voc):
     pytester.makeconftest(INJECTED)
     (pytester.path / "budgets.toml").write_text(BUDGETS)
 
-    def run(variants, *extra, inprocess=False):
+    def run(variants, *extra, inprocess=False, cache="off"):
         runner = pytester.runpytest_inprocess if inprocess else pytester.runpytest_subprocess
         return runner(
             "-p", "no:cacheprovider", "-v", "--benchmark-disable",
             "--navya-data", str(tiny_voc), "--navya-checkpoint", str(DEFAULT_CHECKPOINT),
             "--navya-budgets", "budgets.toml", "--navya-baselines", "baselines",
             "--navya-variants", variants, "--navya-eval-images", "12", "--navya-rounds", "9",
-            "--navya-speed-rounds", "15",
+            "--navya-speed-rounds", "9", "--navya-cache", cache,
             "--navya-no-rss", "--navya-report-dir", "reports", *extra)
 
     return run
 
 
 def test_injected_regressions_fail_with_variant_budget_and_value(suite):
-    result = suite("fp32,fp32-fused,slow30,noisy,bloated", "-k", "map_drop or size_ratio or speedup")
+    result = suite("fp32,fp32-fused,slow30,noisy,bloated",
+                   "-k", "map_drop or size_ratio or (speedup and (slow30 or fp32-fused))")
     result.stdout.fnmatch_lines([  # variant by variant, in selection order
         "*test_speedup[[]slow30[]] FAILED*",
         "*test_map_drop[[]noisy[]] FAILED*",
@@ -184,6 +185,33 @@ def test_injected_regressions_fail_with_variant_budget_and_value(suite):
         assert ok in out, ok
     assert "NO BUDGET" in out  # zip size and MACs budgets are absent here: skipped loudly
     assert result.parseoutcomes().get("failed") == 3
+
+
+def test_a_second_run_reads_the_cache_and_rebuild_ignores_it(suite, pytester):
+    # built-in variants only: in-process runs import a conftest once per run, and the injected
+    # variants would be registered twice
+    (pytester.path / "conftest.py").unlink()
+    (pytester.path / "budgets.toml").write_text(
+        "[variants.fp32-fused]\nmax_map_drop_points = 0.5\nmin_size_ratio = 0.95\n")
+    cache = str(pytester.path / "store")
+    args = ("fp32,fp32-fused", "test_accuracy.py", "test_size.py")  # no name that tests/ has
+    first = suite(*args, inprocess=True, cache=cache)
+    assert first.ret == 0, first.stdout.str()
+    first.stdout.fnmatch_lines(["*0 variant(s) from the cache*1 built now*evaluations: 0 from "
+                                "the cache, 2 computed*"])
+    second = suite(*args, inprocess=True, cache=cache)
+    out = second.stdout.str()
+    assert second.ret == 0, out
+    second.stdout.fnmatch_lines(["*1 variant(s) from the cache*0 built now*evaluations: 2 from "
+                                 "the cache, 0 computed*"])
+    assert first.stdout.str().count("PASSED") == out.count("PASSED")
+    rebuilt = suite(*args, "--navya-rebuild", "fp32-fused", "--navya-remeasure",
+                    inprocess=True, cache=cache)
+    rebuilt.stdout.fnmatch_lines(["*0 variant(s) from the cache*1 built now*evaluations: 1 from "
+                                  "the cache, 1 computed*(--navya-remeasure: nothing reused)*"])
+    bad = suite(*args, "--navya-rebuild", "nope", inprocess=True, cache=cache)
+    assert bad.ret == pytest.ExitCode.USAGE_ERROR
+    assert "--navya-rebuild: 'all' or variant names; unknown nope" in bad.stderr.str()
 
 
 def test_an_unavailable_variant_is_skipped_loudly_in_every_test(suite):
