@@ -215,7 +215,7 @@ def test_no_speed_baseline_is_loud_and_floors_still_apply(gate, pytester):
     assert "record one on this machine with `pytest benchmarks/ --navya-record-speed 10`" in out
 
 
-def test_recorded_baseline_passes_unchanged_and_catches_a_10_percent_slowdown(gate, pytester):
+def test_recorded_baseline_passes_unchanged_and_catches_an_injected_slowdown(gate, pytester):
     only_fused = ("-k", "speed_regression and fp32-fused")
     recorded = gate("--navya-record-speed", "3", *only_fused)
     assert recorded.ret == 0, recorded.stdout.str()
@@ -225,9 +225,13 @@ def test_recorded_baseline_passes_unchanged_and_catches_a_10_percent_slowdown(ga
     assert len(entries["fp32-fused"].values) == 3 and entries["fp32-fused"].higher_is_better
     build = entries["fp32-fused@build"]  # the build timed against itself: about 1
     assert 0.9 < build.center < 1.1 and build.higher_is_better and len(build.sha256) == 64
-    # a real slowdown is in every run: judged on the first run alone (confirmation can only
-    # turn an outlying first run into a pass, never a pass into a failure)
-    slowed = gate("--navya-inject-slowdown", "fp32-fused:network:0.10",
+    # 25 % of the network, about 21 % end to end. Three recorded runs of a tiny model give
+    # tolerances of 4-13 % here (spreads 1.2-3.8 %), so a 10 % slowdown is caught in most runs
+    # but not all (a clean-clone CI run missed one); the detection rates of 5-10 % slowdowns
+    # at full scale, ten recorded runs, are the power study's (docs/results/gate_power/).
+    # A real slowdown is in every run: judged on the first run alone (confirmation can only
+    # turn an outlying first run into a pass, never a pass into a failure).
+    slowed = gate("--navya-inject-slowdown", "fp32-fused:network:0.25",
                   "--navya-speed-confirm", "1", *only_fused)
     out = slowed.stdout.str()
     assert "test_speed_regression[fp32-fused] FAILED" in out, out
