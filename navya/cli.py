@@ -1,4 +1,4 @@
-"""The ``navya`` command: data synth, train, evaluate, measure, sweep, sensitivity.
+"""The ``navya`` command: data synth/check/split, train, evaluate, measure, sweep, sensitivity.
 
 Argument parsing happens only in :func:`main`; nothing runs at import time.
 """
@@ -294,6 +294,33 @@ def _checkpoint_and_data(parser: argparse.ArgumentParser, split_help: str) -> No
     parser.add_argument("--split", default="val", help=split_help)
 
 
+def _data_check(args: argparse.Namespace) -> int:
+    from navya._io import atomic_write_text
+    from navya.data.check import check_voc, collect_class_names
+
+    report = check_voc(args.dir, [args.split] if args.split else None)
+    if args.write_classes:
+        if report.voc_dir is None:
+            raise CLIError(f"{args.dir}: no VOC folder to write classes.txt into")
+        path = report.voc_dir / "classes.txt"
+        if path.exists() and not args.force:
+            raise CLIError(f"{path} exists: not overwritten (pass --force to replace it)")
+        names = collect_class_names(report.voc_dir)
+        atomic_write_text(path, "".join(f"{n}\n" for n in names))
+        print(f"wrote {path}: {', '.join(names)}", file=sys.stderr)
+        report = check_voc(args.dir, [args.split] if args.split else None)
+    print(json.dumps(report.to_dict(), indent=2) if args.json else report.text())
+    return 0 if report.usable else 1
+
+
+def _data_split(args: argparse.Namespace) -> int:
+    from navya.data.check import write_split
+
+    counts = write_split(args.dir, args.val, seed=args.seed, force=args.force)
+    print(", ".join(f"{k} {v} images" for k, v in counts.items()))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="navya", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -309,6 +336,23 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--test", type=int, default=500)
     s.add_argument("--workers", type=int, default=None)
     s.set_defaults(func=_data_synth)
+    c = data.add_parser("check", help="look at a whole VOC folder: problems by kind, counts "
+                                      "(exit 0: usable as it is, 1: something blocks it)")
+    c.add_argument("dir", help="VOC root (the folder holding VOCdevkit/, or VOC20xx/)")
+    c.add_argument("--split", default=None, help="check only this split (default: every "
+                                                  "ImageSets/Main/*.txt)")
+    c.add_argument("--json", action="store_true", help="the report as JSON")
+    c.add_argument("--write-classes", action="store_true",
+                   help="write classes.txt from the class names the annotations use")
+    c.add_argument("--force", action="store_true", help="replace an existing classes.txt")
+    c.set_defaults(func=_data_check)
+    sp = data.add_parser("split", help="write ImageSets/Main/{train,val,trainval}.txt, "
+                                       "stratified by class")
+    sp.add_argument("dir", help="VOC root")
+    sp.add_argument("--val", type=float, default=0.2, help="fraction of images for val")
+    sp.add_argument("--seed", type=int, default=0)
+    sp.add_argument("--force", action="store_true", help="replace existing split files")
+    sp.set_defaults(func=_data_split)
 
     t = sub.add_parser("train", help="train (or fine-tune) a detector")
     t.add_argument("--data", required=True, help="VOC root (folder holding VOCdevkit/)")

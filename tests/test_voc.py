@@ -508,8 +508,8 @@ def _xml_error(tmp_path: Path, text: str) -> str:
     """Write a tree whose second file is ``text``; return the VOCFormatError message."""
     voc = make_voc(tmp_path, standard_anns())
     (voc / "Annotations" / "000002.xml").write_text(text)
-    with pytest.raises(VOCFormatError) as exc:
-        VOCDataset(tmp_path)
+    with pytest.raises(VOCFormatError) as exc:  # the XML's <size> trusted (the default takes
+        VOCDataset(tmp_path, size_policy="annotation")  # the image's: test_voc_quirks.py)
     msg = str(exc.value)
     assert "000002.xml" in msg
     assert "Traceback" not in msg
@@ -605,9 +605,11 @@ def test_image_fallback_to_id_extension(tmp_path: Path) -> None:
 def test_image_size_mismatch_raises_on_load(tmp_path: Path) -> None:
     voc = make_voc(tmp_path, standard_anns())
     write_image(voc / "JPEGImages" / "000002.png", W + 1, H)
-    ds = VOCDataset(tmp_path)
+    ds = VOCDataset(tmp_path, size_policy="annotation")
     with pytest.raises(VOCFormatError, match=r"000002\.png.*33x24.*32x24"):
         ds[1]
+    with pytest.warns(UserWarning, match="1 annotation with a missing, zero or wrong <size>"):
+        assert VOCDataset(tmp_path)[1][0].shape == (3, H, W + 1)  # default: the image's size
 
 
 def test_unreadable_image_raises_on_load(tmp_path: Path) -> None:

@@ -72,6 +72,7 @@ __all__ = [
     "VOCFormatError",
     "Annotation",
     "DegeneratePolicy",
+    "SizePolicy",
     "parse_annotation",
     "read_class_names",
     "resolve_voc_dir",
@@ -106,7 +107,16 @@ VOC_CLASSES: tuple[str, ...] = (
 
 DegeneratePolicy = Literal["clip", "skip", "error"]
 _POLICIES: tuple[str, ...] = ("clip", "skip", "error")
-_IMAGE_EXTS: tuple[str, ...] = (".jpg", ".png", ".jpeg")
+#: Where an image's size comes from when its ``<size>`` is missing, zero or not the image's:
+#: ``"image"`` (the file's own size, default), ``"annotation"`` (the XML's; a mismatching image
+#: is an error when it is read), ``"error"`` (any such file is an error when the split loads).
+SizePolicy = Literal["image", "annotation", "error"]
+_SIZE_POLICIES: tuple[str, ...] = ("image", "annotation", "error")
+#: EXIF orientations that swap width and height (90 or 270 degrees, mirrored or not)
+_EXIF_ORIENTATION = 0x0112
+_SWAPPING = (5, 6, 7, 8)
+_IMAGE_EXTS: tuple[str, ...] = (".jpg", ".png", ".jpeg", ".JPG", ".PNG", ".JPEG", ".bmp",
+                                 ".webp", ".tif", ".tiff")
 _CLASSES_FILE = "classes.txt"
 
 
@@ -226,10 +236,32 @@ def _size(size: ET.Element, where: str, what: str) -> int:
     return int(value)
 
 
+def _xml_size(root: ET.Element, where: str) -> tuple[int, int] | str:
+    """``(width, height)`` from ``<size>``, or why there is none (missing, zero, not a
+    positive integer)."""
+    size = root.find("size")
+    if size is None:
+        return "missing <size>"
+    try:
+        return _size(size, where, "width"), _size(size, where, "height")
+    except VOCFormatError as exc:
+        return str(exc).removeprefix(f"{where}: ")
+
+
+def _basename(name: str) -> str:
+    """The file name of a ``<filename>`` that may carry a Windows or POSIX path."""
+    return name.replace("\\", "/").rsplit("/", 1)[-1].strip()
+
+
 def _parse(
-    xml_path: Path, index: Mapping[str, int], degenerate: str
+    xml_path: Path, index: Mapping[str, int], degenerate: str,
+    resolve_size: Callable[[str, tuple[int, int] | str], tuple[int, int]] | None = None,
 ) -> tuple[Annotation, int, str | None]:
-    """Parse one XML; return (annotation, boxes clipped or dropped, note on the first one)."""
+    """Parse one XML; return (annotation, boxes clipped or dropped, note on the first one).
+
+    ``resolve_size(filename, xml_size)`` gives the size the boxes are checked against, from
+    the ``<size>`` read (or why there is none); without it the XML's ``<size>`` must be
+    valid."""
     where = str(xml_path)
     try:
         root = ET.parse(xml_path).getroot()
@@ -246,12 +278,14 @@ def _parse(
         raise VOCFormatError(f"{where}: root element is <{root.tag}>, expected <annotation>")
 
     image_id = xml_path.stem
-    filename = _text(root, "filename") or f"{image_id}.jpg"
-    size = root.find("size")
-    if size is None:
-        raise VOCFormatError(f"{where}: missing <size>")
-    width = _size(size, where, "width")
-    height = _size(size, where, "height")
+    filename = _basename(_text(root, "filename") or "") or f"{image_id}.jpg"
+    xml_size = _xml_size(root, where)
+    if resolve_size is not None:
+        width, height = resolve_size(filename, xml_size)
+    elif isinstance(xml_size, str):
+        raise VOCFormatError(f"{where}: {xml_size}")
+    else:
+        width, height = xml_size
 
     boxes: list[tuple[float, float, float, float]] = []
     labels: list[int] = []
@@ -519,6 +553,47 @@ def _read_split(split_file: Path) -> list[str]:
     return ids
 
 
+def image_header(path: str | os.PathLike[str]) -> tuple[int, int, int]:
+    """``(width, height, EXIF orientation)`` of an image file from its header (the pixels are
+    not decoded); any format Pillow reads, whatever the file's extension.
+
+    Raises:
+        VOCFormatError: the file is not an image Pillow can read (names the file).
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as img:
+            w, h = img.size
+            try:
+                orientation = int(img.getexif().get(_EXIF_ORIENTATION, 1))
+            except Exception:  # noqa: BLE001 - a broken EXIF block: no rotation
+                orientation = 1
+    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+        raise VOCFormatError(f"{path}: cannot read image: {exc}") from None
+    return int(w), int(h), orientation
+
+
+def to_rgb(img):
+    """A Pillow image as 8-bit RGB: palette (with transparency), RGBA, LA, grayscale, CMYK,
+    16-bit grayscale (scaled from 0-65535) and 32-bit integer or float grayscale (scaled from
+    their range: 0-65535 when above 255, else 0-255; 0-1 for float) alike."""
+    from PIL import Image
+
+    if img.mode in ("I", "F") or img.mode.startswith("I;16"):
+        a = np.asarray(img).astype(np.float64)
+        if img.mode == "F" and a.size and a.max() <= 1.0:
+            top = 1.0
+        elif img.mode.startswith("I;16") or (a.size and a.max() > 255):
+            top = 65535.0
+        else:
+            top = 255.0
+        img = Image.fromarray(np.clip(a / top * 255.0 + 0.5, 0, 255).astype(np.uint8), "L")
+    if img.mode == "P" and "transparency" in img.info:
+        img = img.convert("RGBA")
+    return img if img.mode == "RGB" else img.convert("RGB")
+
+
 class VOCDataset(Dataset):
     """Pascal VOC detection split, annotations parsed eagerly at construction.
 
@@ -553,8 +628,13 @@ class VOCDataset(Dataset):
         limit: int | None = None,
         transforms: Callable[[torch.Tensor, dict[str, Any]], tuple[torch.Tensor, dict[str, Any]]]
         | None = None,
+        size_policy: SizePolicy = "image",
     ) -> None:
         _check_policy(degenerate)
+        if size_policy not in _SIZE_POLICIES:
+            raise VOCFormatError(f"size_policy must be one of {_SIZE_POLICIES}, got "
+                                 f"{size_policy!r}")
+        self.size_policy: str = size_policy
         if limit is not None and (isinstance(limit, bool) or int(limit) != limit or limit < 1):
             raise VOCFormatError(f"limit must be a positive integer or None, got {limit!r}")
         self.voc_dir: Path = resolve_voc_dir(root, year)
@@ -577,21 +657,58 @@ class VOCDataset(Dataset):
         img_dir = self.voc_dir / "JPEGImages"
         self.annotations: list[Annotation] = []
         self._image_paths: list[Path] = []
+        #: per item: apply the image's EXIF orientation (its annotation is of the rotated view)
+        self._transpose: list[bool] = []
         n_fixed = n_files = 0
         first_note: str | None = None
+        resized: list[str] = []
         for image_id in ids:
             xml_path = ann_dir / f"{image_id}.xml"
             if not xml_path.is_file():
                 raise VOCFormatError(
                     f"{xml_path}: annotation missing for id {image_id!r} listed in {split_file}"
                 )
-            ann, n, note = _parse(xml_path, index, degenerate)
+            found: dict[str, Any] = {}
+
+            def resolve(filename: str, xml_size, image_id=image_id, xml_path=xml_path,
+                        found=found):
+                path = self._find_image(img_dir, image_id, filename, xml_path)
+                found["path"], found["transpose"] = path, False
+                if size_policy == "annotation":
+                    if isinstance(xml_size, str):
+                        raise VOCFormatError(f"{xml_path}: {xml_size}")
+                    return xml_size
+                w, h, orientation = image_header(path)
+                if xml_size == (w, h):
+                    return w, h
+                if orientation in _SWAPPING and xml_size == (h, w):
+                    found["transpose"] = True  # annotated as shown, EXIF rotation applied
+                    return h, w
+                what = (xml_size if isinstance(xml_size, str)
+                        else f"<size> is {xml_size[0]}x{xml_size[1]}")
+                if size_policy == "error":
+                    raise VOCFormatError(f"{xml_path}: {what} but the image {path.name} is "
+                                         f"{w}x{h} (width x height; size_policy='error')")
+                resized.append(f"{xml_path.name}: {what}, the image is {w}x{h}")
+                return w, h
+
+            ann, n, note = _parse(xml_path, index, degenerate, resolve)
             if n:
                 n_fixed += n
                 n_files += 1
                 first_note = first_note or note
             self.annotations.append(ann)
-            self._image_paths.append(self._find_image(img_dir, ann, xml_path))
+            self._image_paths.append(found["path"])
+            self._transpose.append(found["transpose"])
+
+        if resized:
+            warnings.warn(
+                f"VOC {split}: {len(resized)} annotation{'s' if len(resized) != 1 else ''} "
+                f"with a missing, zero or wrong <size>: the image's own size is used "
+                f"(size_policy='image'), first: {resized[0]}",
+                category=UserWarning,
+                stacklevel=2,
+            )
 
         if n_fixed:
             warnings.warn(
@@ -603,11 +720,13 @@ class VOCDataset(Dataset):
             )
 
     @staticmethod
-    def _find_image(img_dir: Path, ann: Annotation, xml_path: Path) -> Path:
-        tried: list[Path] = []
-        if ann.filename:
-            tried.append(img_dir / ann.filename)
-        tried += [img_dir / f"{ann.image_id}{ext}" for ext in _IMAGE_EXTS]
+    def _find_image(img_dir: Path, image_id: str, filename: str, xml_path: Path) -> Path:
+        """The image of ``image_id``: ``<id>.<ext>`` first (the XML's stem is the id the
+        split lists; a ``<filename>`` copied from another annotation names another file),
+        then the ``<filename>``."""
+        tried = [img_dir / f"{image_id}{ext}" for ext in _IMAGE_EXTS]
+        if filename:
+            tried.append(img_dir / filename)
         for cand in tried:
             if cand.is_file():
                 return cand
@@ -639,8 +758,9 @@ class VOCDataset(Dataset):
         h = hashlib.sha256()
         h.update(repr((self.class_names, self.split, self.year, self.degenerate,
                        self.transforms is None)).encode())
-        for ann, path in zip(self.annotations, self._image_paths, strict=True):
-            h.update(repr((ann.image_id, ann.width, ann.height)).encode())
+        for ann, path, turn in zip(self.annotations, self._image_paths, self._transpose,
+                                   strict=True):
+            h.update(repr((ann.image_id, ann.width, ann.height, turn)).encode())
             for arr in (ann.boxes, ann.labels, ann.difficult):
                 h.update(np.ascontiguousarray(arr).tobytes())
             h.update(file_digest(path).encode())
@@ -676,19 +796,21 @@ class VOCDataset(Dataset):
         Raises VOCFormatError if the file cannot be decoded or its size differs from
         the XML ``<size>`` (the boxes would then be wrong).
         """
-        from PIL import Image, UnidentifiedImageError
+        from PIL import Image, ImageOps, UnidentifiedImageError
 
         i = self._index(i)
         path = self._image_paths[i]
         ann = self.annotations[i]
         try:
             with Image.open(path) as img:
-                if img.mode != "RGB":
-                    if img.mode == "P" and "transparency" in img.info:
-                        img = img.convert("RGBA")
-                    img = img.convert("RGB")
-                arr = np.array(img, dtype=np.uint8)
-        except (UnidentifiedImageError, OSError) as exc:
+                if self._transpose[i]:
+                    img = ImageOps.exif_transpose(img)
+                elif self.size_policy == "annotation" and img.size != (ann.width, ann.height):
+                    turned = ImageOps.exif_transpose(img)  # annotated as shown?
+                    if turned.size == (ann.width, ann.height):
+                        img = turned
+                arr = np.array(to_rgb(img), dtype=np.uint8)
+        except (UnidentifiedImageError, OSError, SyntaxError) as exc:
             raise VOCFormatError(f"{path}: cannot read image: {exc}") from None
         h, w = arr.shape[:2]
         if (h, w) != (ann.height, ann.width):
