@@ -1235,8 +1235,14 @@ class Bench:
         self.verdicts.setdefault(verdict.variant, {})[verdict.key] = verdict
         return verdict
 
-    def check_budget(self, variant: str, key: str) -> Verdict:
-        """Compare the variant's figure with its budget ``key``; measures what it needs."""
+    def check_budget(self, variant: str, key: str, *, confirm: int = 1) -> Verdict:
+        """Compare the variant's figure with its budget ``key``; measures what it needs.
+
+        A speedup below its floor is judged on the median of ``confirm`` fresh speed runs
+        (the first included), as the per-machine speed check is: one run in a noisy spell of
+        the host is not a slower variant (measured: prune-l1-unstructured-10, about 1.00x,
+        gave 0.884 against its floor 0.9 in one run of a busy spell, while its regression
+        check's median of five passed)."""
         if key not in BUDGET_KEYS:
             raise KeyError(f"unknown budget key {key!r}; known: {', '.join(BUDGET_KEYS)}")
         if variant == self.reference and key != "max_peak_mem_mb":
@@ -1257,8 +1263,16 @@ class Bench:
                 f"NO BUDGET: variant {variant!r} has no {key} in {where}; measured "
                 f"{measured:.4g} (add it to guard this figure)", measured=measured))
         check = BudgetCheck(variant, key, measured, limit)
+        note = ""
+        if key == "min_speedup" and not check.passed and confirm > 1:
+            first = measured
+            runs = self.speed_runs(variant, confirm)
+            measured = self.budget_figure(variant, key)
+            check = BudgetCheck(variant, key, measured, limit)
+            note = (f" (median of {len(runs)} fresh runs, the first {first:.4g}: "
+                    + ", ".join(f"{r.speedup:.4g}" for r in runs) + ")")
         return self._record(Verdict(variant, key, Outcome.PASS if check.passed else Outcome.FAIL,
-                                    check.message(), measured=measured, limit=limit))
+                                    check.message() + note, measured=measured, limit=limit))
 
     def deterministic_figures(self, variant: str) -> dict[str, Any]:
         """The figures a baseline holds: mAP (both), AP per class, size, MACs, sparsity,

@@ -521,8 +521,13 @@ class SuiteSession:
             pytest.fail(verdict.message, pytrace=False)
 
     def check(self, variant: str, key: str) -> None:
-        """Assert one budget of ``variant``; skip loudly where it does not apply."""
-        self.outcome(self.bench.check_budget(variant, key))
+        """Assert one budget of ``variant``; skip loudly where it does not apply (a speedup
+        below its floor is judged on the median of --navya-speed-confirm fresh runs)."""
+        from navya.bench import SPEED_CONFIRM_RUNS
+
+        confirm = self.opt("navya_speed_confirm")
+        self.outcome(self.bench.check_budget(
+            variant, key, confirm=SPEED_CONFIRM_RUNS if confirm is None else confirm))
 
     def check_speed_baseline(self, variant: str) -> None:
         """This run's speed of ``variant`` against this machine's recorded runs (or record

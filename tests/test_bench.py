@@ -155,6 +155,26 @@ def test_budget_verdicts_are_data(tiny, val, variants):
     assert bench.status("never-seen") == "not checked"
 
 
+def test_a_speedup_below_its_floor_is_judged_on_the_median_of_fresh_runs(tiny, val,
+                                                                         variants):
+    """One slow run (a noisy spell of the host) does not break a floor that the median of
+    the confirmation runs meets; a speedup that stays low does."""
+    from types import SimpleNamespace
+
+    budgets = Budgets(None, {"counted": {"min_speedup": 0.7}})
+    settings = BenchSettings(rounds=3, warmup=1, rss=False, isolated_speed=False,
+                             speed_rounds=5)
+    for confirm, outcome in ((1, "FAIL"), (3, "PASS")):
+        bench = Bench(Workload(tiny, val, provenance={"split": "val"}), settings,
+                      budgets=budgets)
+        bench._cache[(Fig.SPEEDUP, "counted", 0)] = [SimpleNamespace(speedup=0.5)]
+        bench._cache[(Fig.SPEED_PAIRS, "counted", 0)] = [{}]
+        verdict = bench.check_budget("counted", "min_speedup", confirm=confirm)
+        assert verdict.outcome.name == outcome, verdict.message
+    assert "median of 3 fresh runs, the first 0.5" in verdict.message
+    assert verdict.measured > 0.7  # the same model: about 1
+
+
 def test_failing_figure_is_an_error_not_a_pass(tiny, val):
     @dataclass(frozen=True)
     class BrokenConfig:

@@ -159,7 +159,7 @@ def suite(pytester, tiny_voc):
             "--navya-data", str(tiny_voc), "--navya-checkpoint", str(DEFAULT_CHECKPOINT),
             "--navya-budgets", "budgets.toml", "--navya-baselines", "baselines",
             "--navya-variants", variants, "--navya-eval-images", "12", "--navya-rounds", "9",
-            "--navya-speed-rounds", "9", "--navya-cache", cache,
+            "--navya-speed-rounds", "9", "--navya-speed-confirm", "1", "--navya-cache", cache,
             "--navya-no-rss", "--navya-report-dir", "reports", *extra)
 
     return run
