@@ -194,8 +194,11 @@ class Workload:
 
 
 def load_workload(checkpoint: str | os.PathLike, data: str | os.PathLike, *, split: str = "val",
-                  eval_images: int | None = 500, train_split: str | None = "train") -> Workload:
-    """The workload of a checkpoint and a VOC folder (the train split feeds calibration)."""
+                  eval_images: int | None = 500, train_split: str | None = "train",
+                  size_policy: str = "image") -> Workload:
+    """The workload of a checkpoint and a VOC folder (the train split feeds calibration).
+    Large JPEGs decode reduced to the model's input size (``VOCDataset(decode_size=...)``);
+    ``size_policy`` is the reader's (what a wrong ``<size>`` means)."""
     from navya.data.memory import UInt8Images
     from navya.data.synthetic import read_fingerprint, verify_synthetic
     from navya.data.voc import VOCDataset
@@ -205,7 +208,8 @@ def load_workload(checkpoint: str | os.PathLike, data: str | os.PathLike, *, spl
     reference, ckpt = load_checkpoint(checkpoint)
     names = ckpt.class_names or None
     try:
-        eval_set = VOCDataset(data, split, class_names=names, limit=eval_images)
+        eval_set = VOCDataset(data, split, class_names=names, limit=eval_images,
+                              size_policy=size_policy, decode_size=reference.image_size)
     except NavyaError as exc:
         if names and "class" in str(exc):
             raise BenchError(
@@ -229,7 +233,8 @@ def load_workload(checkpoint: str | os.PathLike, data: str | os.PathLike, *, spl
     train = None
     if train_split:
         try:
-            train = VOCDataset(data, train_split, class_names=names)
+            train = VOCDataset(data, train_split, class_names=names, size_policy=size_policy,
+                               decode_size=reference.image_size)
         except NavyaError as exc:
             notes.append(f"no {train_split} split in {data} ({exc}): variants that calibrate "
                          "or fine-tune cannot be built")

@@ -38,10 +38,14 @@ def _data_synth(args: argparse.Namespace) -> int:
     return 0
 
 
-def _load_dataset(data: str, split: str, class_names=None, limit=None):
+def _load_dataset(data: str, split: str, class_names=None, limit=None, *, args=None,
+                  decode_size: int | None = None):
+    """A VOC split read with the command's ``--size-policy``; JPEGs larger than the model's
+    input (``decode_size``) decode reduced."""
     from navya.data.voc import VOCDataset
 
-    return VOCDataset(data, split=split, class_names=class_names, limit=limit)
+    return VOCDataset(data, split=split, class_names=class_names, limit=limit,
+                      size_policy=getattr(args, "size_policy", "image"), decode_size=decode_size)
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -50,7 +54,9 @@ def _train(args: argparse.Namespace) -> int:
     from navya.models import build_model, load_checkpoint, save_checkpoint
     from navya.train import TrainConfig, train
 
-    train_set = _load_dataset(args.data, args.split, limit=args.limit)
+    size = load_checkpoint(args.init)[0].image_size if args.init else args.image_size
+    train_set = _load_dataset(args.data, args.split, limit=args.limit, args=args,
+                              decode_size=size)
     names = train_set.class_names
     if args.init:
         model, ckpt = load_checkpoint(args.init)
@@ -86,7 +92,8 @@ def _train(args: argparse.Namespace) -> int:
         "command": " ".join(sys.argv),
     }
     if args.val_split:
-        val = _load_dataset(args.data, args.val_split, class_names=names)
+        val = _load_dataset(args.data, args.val_split, class_names=names, args=args,
+                            decode_size=model.image_size)
         ev = evaluate_model(model, val, progress=True)
         meta["val"] = {"split": args.val_split, "images": len(val),
                        "map": ev.map("all-point"), "map_voc07": ev.map("voc07"),
@@ -103,7 +110,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     model, ckpt = load_checkpoint(args.checkpoint)
     dataset = _load_dataset(args.data, args.split, class_names=ckpt.class_names or None,
-                            limit=args.limit)
+                            limit=args.limit, args=args, decode_size=model.image_size)
     ev = evaluate_model(model, dataset, batch_size=args.batch_size, progress=True)
     rows = [(c, ev.num_gt[c], ev.ap["all-point"][c], ev.ap["voc07"][c]) for c in ev.class_names]
     width = max(len(c) for c in ev.class_names)
@@ -147,7 +154,8 @@ def _measure(args: argparse.Namespace) -> int:
                     f"`navya train --data DIR --out {DEFAULT_CHECKPOINT}`, or pass --checkpoint)")
         raise CLIError(f"{path}: checkpoint file not found{hint}")
     workload = load_workload(path, args.data, split=args.split, eval_images=args.eval_images,
-                             train_split="train" if args.int8 else None)
+                             train_split="train" if args.int8 else None,
+                             size_policy=args.size_policy)
     if args.int8 and workload.train_dataset is None:
         raise CLIError("; ".join(workload.notes) or f"{args.data}: no train split to calibrate on")
     settings = BenchSettings(threads=args.threads, rounds=args.rounds, batch_size=args.batch_size,
@@ -215,10 +223,11 @@ def _sweep(args: argparse.Namespace) -> int:
     ratios = ratios_from_percent(args.ratios)  # percents on the command line, fractions in the API
     model, ckpt = load_checkpoint(args.checkpoint)
     val = _load_dataset(args.data, args.split, class_names=ckpt.class_names or None,
-                        limit=args.limit)
+                        limit=args.limit, args=args, decode_size=model.image_size)
     train_set = None
     if "l1-structured" in methods and args.train_split:
-        train_set = _load_dataset(args.data, args.train_split, class_names=val.class_names)
+        train_set = _load_dataset(args.data, args.train_split, class_names=val.class_names,
+                                  args=args, decode_size=model.image_size)
     context = CompressContext(train_dataset=train_set, progress=True, seed=args.seed)
     structured = {} if args.finetune_iters is None else {"finetune_iters": args.finetune_iters}
     rows = []
@@ -267,8 +276,9 @@ def _sensitivity(args: argparse.Namespace) -> int:
     if args.keep is not None and not 0 <= args.keep <= count:
         raise CLIError(f"--keep {args.keep}: must be between 0 and the {count} analysed blocks")
     val = _load_dataset(args.data, args.split, class_names=ckpt.class_names or None,
-                        limit=args.eval_images)
-    calib = _load_dataset(args.data, args.calibration_split, class_names=val.class_names)
+                        limit=args.eval_images, args=args, decode_size=model.image_size)
+    calib = _load_dataset(args.data, args.calibration_split, class_names=val.class_names,
+                          args=args, decode_size=model.image_size)
     # layer_sensitivity checks the block names (the error lists the valid ones)
     rows = layer_sensitivity(model, val, calib, blocks=blocks, config=config, progress=True)
     width = max(len("block"), *(len(r.block) for r in rows))
@@ -292,6 +302,13 @@ def _checkpoint_and_data(parser: argparse.ArgumentParser, split_help: str) -> No
     parser.add_argument("--checkpoint", default=str(DEFAULT_CHECKPOINT))
     parser.add_argument("--data", required=True, help="VOC root (folder holding VOCdevkit/)")
     parser.add_argument("--split", default="val", help=split_help)
+    _size_policy(parser)
+
+
+def _size_policy(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--size-policy", default="image", choices=["image", "annotation", "error"],
+                        help="a missing, zero or wrong <size> in an annotation: use the image's "
+                             "own size (default), trust the XML, or fail")
 
 
 def _data_check(args: argparse.Namespace) -> int:
@@ -361,6 +378,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--width", type=float, default=1.0)
     t.add_argument("--image-size", type=int, default=320)
     t.add_argument("--split", default="train")
+    _size_policy(t)
     t.add_argument("--val-split", default="val", help="split to score at the end ('' for none)")
     t.add_argument("--epochs", type=int, default=12)
     t.add_argument("--batch-size", type=int, default=16)

@@ -65,6 +65,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g.addoption("--navya-eval-images", type=int, default=DEFAULT_EVAL_IMAGES,
                 help="evaluate mAP on the first N images of the split (default 500)")
     g.addoption("--navya-split", default="val", help="evaluation split (default val)")
+    g.addoption("--navya-size-policy", default="image", choices=["image", "annotation", "error"],
+                help="a missing, zero or wrong <size> in an annotation: use the image's own "
+                     "size (default, one warning), trust the XML, or fail")
     g.addoption("--navya-rounds", type=int, default=30,
                 help="timed rounds per latency measurement (default 30)")
     g.addoption("--navya-report-dir", default="reports/latest",
@@ -484,7 +487,8 @@ class SuiteSession:
                 generate(data)
         workload = load_workload(self.opt("navya_checkpoint") or DEFAULT_CHECKPOINT, data,
                                  split=self.opt("navya_split"),
-                                 eval_images=self.opt("navya_eval_images"))
+                                 eval_images=self.opt("navya_eval_images"),
+                                 size_policy=self.opt("navya_size_policy"))
         self.notes.extend(workload.notes)
         settings = BenchSettings(threads=1, rounds=self.opt("navya_rounds"),
                                  rss=not self.opt("navya_no_rss"),

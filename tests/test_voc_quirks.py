@@ -164,6 +164,45 @@ def test_exif_rotation_follows_the_annotation(tmp_path):
     assert ds[1][0].shape == (3, 48, 64)
 
 
+def test_a_large_jpeg_decodes_reduced_to_the_model_input_with_its_boxes_scaled(tmp_path):
+    """decode_size=100: a 1000x640 JPEG decodes at 1/4 (250x160: the largest reduction that
+    keeps both sides >= 100), its boxes and orig_size scale with it, a PNG and a small JPEG
+    decode at full size, and an EXIF-rotated one is reduced before it is turned."""
+    rng = np.random.default_rng(0)
+    big = rng.integers(0, 255, (640, 1000, 3), dtype=np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(big).save(buf, "JPEG", quality=90)
+    xml = _xml("<size><width>1000</width><height>640</height></size>",
+               boxes=((101, 65, 500, 320),), filename="big.jpg")
+    items = {"big": (buf.getvalue(), "big.jpg", xml),
+             "png": (_image(1000, 640, fmt="PNG"), "png.png",
+                     _xml("<size><width>1000</width><height>640</height></size>",
+                          filename="png.png")),
+             "small": (_image(150, 120), "small.jpg",
+                       _xml("<size><width>150</width><height>120</height></size>",
+                            filename="small.jpg")),
+             "turned": (_exif_rotated(1000, 640, 6), "turned.jpg",
+                        _xml("<size><width>640</width><height>1000</height></size>",
+                             filename="turned.jpg"))}
+    root = _tree(tmp_path, items)
+    full = VOCDataset(root, "train")
+    ds = VOCDataset(root, "train", decode_size=100)
+    image, target = ds[0]
+    assert image.shape == (3, 160, 250) and target["orig_size"] == (160, 250)
+    assert target["boxes"].tolist() == [[25.0, 16.0, 125.0, 80.0]]
+    assert full.target(0)["boxes"].tolist() == [[100.0, 64.0, 500.0, 320.0]]
+    # the same picture: the reduced decode is close to the full one downscaled by 4
+    ref = full[0][0].reshape(3, 160, 4, 250, 4).mean((2, 4))
+    assert (image - ref).abs().mean() < 0.05
+    assert ds[1][0].shape == (3, 640, 1000)  # PNG: no reduced decoding
+    assert ds[2][0].shape == (3, 120, 150)  # 150x120 < 2x100: full size
+    assert ds[3][0].shape == (3, 250, 160) and ds.target(3)["orig_size"] == (250, 160)
+    assert ds.decoded_size(0) == (250, 160) and full.decoded_size(0) == (1000, 640)
+    assert ds.fingerprint() != full.fingerprint()
+    with pytest.raises(VOCFormatError, match="decode_size must be a positive integer"):
+        VOCDataset(root, "train", decode_size=0)
+
+
 # -- navya data check / split -----------------------------------------------------------------
 
 
@@ -276,3 +315,16 @@ def test_a_tiny_model_trains_and_is_gated_on_a_quirky_tree(tmp_path, pytester):
     out = result.stdout.str()
     assert result.ret == 0, out
     assert "test_map_drop[fp32-fused] PASSED" in out and "test_size_ratio[fp32-fused] PASSED" in out
+    # the reader's size policy reaches the suite and the command line
+    result = pytester.runpytest_inprocess(
+        "-p", "no:cacheprovider", "--navya-data", str(root), "--navya-checkpoint", str(ckpt),
+        "--navya-budgets", "budgets.toml", "--navya-baselines", "baselines", "--navya-variants",
+        "fp32", "--navya-cache", "off", "--navya-no-rss", "--navya-report-dir", "reports",
+        "--navya-size-policy", "error", "-k", "size_ratio")
+    out = result.stdout.str()
+    assert result.ret != 0, out
+    assert "zero.xml" in out and "size_policy='error'" in out, out
+    from navya.cli import main
+
+    assert main(["evaluate", "--checkpoint", str(ckpt), "--data", str(root), "--split", "val",
+                 "--size-policy", "error"]) == 2

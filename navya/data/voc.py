@@ -607,6 +607,15 @@ class VOCDataset(Dataset):
         limit: keep only the first ``limit`` ids of the split.
         transforms: ``transforms(image, target) -> (image, target)``, applied in
             ``__getitem__``.
+        size_policy: what a missing, zero or wrong ``<size>`` means: ``"image"`` (default:
+            the image's own size, one warning that counts the files), ``"annotation"``
+            (trust the XML; no image header is read at construction) or ``"error"``.
+        decode_size: the model's input side, or None. A JPEG whose sides are both at least
+            2x this decodes at 1/2, 1/4 or 1/8 of its size (libjpeg's DCT scaling, Pillow's
+            ``draft``: the largest reduction that keeps both sides >= ``decode_size``, so a
+            model that resizes to ``decode_size`` never upsamples); its target's boxes and
+            ``orig_size`` are scaled to the decoded pixels (IoU, so mAP, does not change
+            under that scaling). Other formats decode at full size.
 
     All annotations are parsed and every image file is checked for existence here,
     so a broken tree fails at construction with :class:`VOCFormatError`.  If any box
@@ -629,8 +638,16 @@ class VOCDataset(Dataset):
         transforms: Callable[[torch.Tensor, dict[str, Any]], tuple[torch.Tensor, dict[str, Any]]]
         | None = None,
         size_policy: SizePolicy = "image",
+        decode_size: int | None = None,
     ) -> None:
         _check_policy(degenerate)
+        if decode_size is not None and (isinstance(decode_size, bool)
+                                        or int(decode_size) != decode_size or decode_size < 1):
+            raise VOCFormatError(f"decode_size must be a positive integer or None, got "
+                                 f"{decode_size!r}")
+        self.decode_size: int | None = None if decode_size is None else int(decode_size)
+        #: per item, memoized: the decoded view's (width, height) (see decode_size)
+        self._decoded: dict[int, tuple[int, int]] = {}
         if size_policy not in _SIZE_POLICIES:
             raise VOCFormatError(f"size_policy must be one of {_SIZE_POLICIES}, got "
                                  f"{size_policy!r}")
@@ -757,7 +774,7 @@ class VOCDataset(Dataset):
 
         h = hashlib.sha256()
         h.update(repr((self.class_names, self.split, self.year, self.degenerate,
-                       self.transforms is None)).encode())
+                       self.transforms is None, self.decode_size)).encode())
         for ann, path, turn in zip(self.annotations, self._image_paths, self._transpose,
                                    strict=True):
             h.update(repr((ann.image_id, ann.width, ann.height, turn)).encode())
@@ -779,15 +796,49 @@ class VOCDataset(Dataset):
         """Path of the image file of item ``i``."""
         return self._image_paths[self._index(i)]
 
+    def decoded_size(self, i: int) -> tuple[int, int]:
+        """``(width, height)`` of item ``i``'s image as :meth:`load_image` returns it: the
+        annotation's size, or less when ``decode_size`` lets a JPEG decode reduced (read from
+        the file's header, memoized; the pixels are not decoded)."""
+        i = self._index(i)
+        ann = self.annotations[i]
+        if self.decode_size is None:
+            return ann.width, ann.height
+        if i not in self._decoded:
+            from PIL import Image, UnidentifiedImageError
+
+            path = self._image_paths[i]
+            try:
+                with Image.open(path) as img:
+                    full = img.size
+                    img.draft("RGB", (self.decode_size, self.decode_size))
+                    w, h = img.size
+            except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+                raise VOCFormatError(f"{path}: cannot read image: {exc}") from None
+            if (w, h) == full:  # no reduction (not a JPEG, or too small)
+                w, h = ann.width, ann.height
+            elif self._transpose[i] or (full != (ann.width, ann.height)
+                                        and full[::-1] == (ann.width, ann.height)):
+                w, h = h, w  # the annotation is of the EXIF-rotated view
+            self._decoded[i] = (w, h)
+        return self._decoded[i]
+
     def target(self, i: int) -> dict[str, Any]:
-        """Target dict of item ``i`` without loading the image (fresh tensors each call)."""
-        ann = self.annotations[self._index(i)]
+        """Target dict of item ``i`` without loading the image (fresh tensors each call);
+        boxes and ``orig_size`` in the pixels of :meth:`load_image` (see ``decode_size``)."""
+        i = self._index(i)
+        ann = self.annotations[i]
+        boxes = torch.tensor(ann.boxes, dtype=torch.float32).reshape(-1, 4)
+        w, h = self.decoded_size(i)
+        if (w, h) != (ann.width, ann.height):
+            scale = torch.tensor([w / ann.width, h / ann.height] * 2, dtype=torch.float32)
+            boxes = boxes * scale
         return {
-            "boxes": torch.tensor(ann.boxes, dtype=torch.float32).reshape(-1, 4),
+            "boxes": boxes,
             "labels": torch.tensor(ann.labels, dtype=torch.int64),
             "difficult": torch.tensor(ann.difficult, dtype=torch.bool),
             "image_id": ann.image_id,
-            "orig_size": (ann.height, ann.width),
+            "orig_size": (h, w),
         }
 
     def load_image(self, i: int) -> torch.Tensor:
@@ -801,22 +852,26 @@ class VOCDataset(Dataset):
         i = self._index(i)
         path = self._image_paths[i]
         ann = self.annotations[i]
+        want = self.decoded_size(i)
         try:
             with Image.open(path) as img:
+                if want != (ann.width, ann.height):
+                    img.draft("RGB", (self.decode_size, self.decode_size))
                 if self._transpose[i]:
                     img = ImageOps.exif_transpose(img)
-                elif self.size_policy == "annotation" and img.size != (ann.width, ann.height):
+                elif self.size_policy == "annotation" and img.size != want:
                     turned = ImageOps.exif_transpose(img)  # annotated as shown?
-                    if turned.size == (ann.width, ann.height):
+                    if turned.size == want:
                         img = turned
                 arr = np.array(to_rgb(img), dtype=np.uint8)
         except (UnidentifiedImageError, OSError, SyntaxError) as exc:
             raise VOCFormatError(f"{path}: cannot read image: {exc}") from None
         h, w = arr.shape[:2]
-        if (h, w) != (ann.height, ann.width):
+        if (w, h) != want:
+            what = (f"{ann.width}x{ann.height}" if want == (ann.width, ann.height) else
+                    f"{ann.width}x{ann.height}, decoded at {want[0]}x{want[1]}")
             raise VOCFormatError(
-                f"{path}: image is {w}x{h} but its annotation says "
-                f"{ann.width}x{ann.height} (width x height)"
+                f"{path}: image is {w}x{h} but its annotation says {what} (width x height)"
             )
         return torch.from_numpy(arr).permute(2, 0, 1).contiguous().float().div_(255.0)
 
