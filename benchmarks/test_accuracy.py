@@ -6,10 +6,10 @@ pytestmark = pytest.mark.navya_budget
 
 
 def test_map_drop(variant, navya_suite, record_property):
-    bench = navya_suite.bench
-    record_property("map", bench.map(variant))
-    if variant != bench.reference:
-        ref, own = bench.class_ap(bench.reference), bench.class_ap(variant)
+    bench, name = navya_suite.case(variant)  # the model's engine, the variant's name
+    record_property("map", bench.map(name))
+    if name != bench.reference:
+        ref, own = bench.class_ap(bench.reference), bench.class_ap(name)
         record_property("per_class_drop_points", {
             c: None if ref[c] is None or own[c] is None else round((ref[c] - own[c]) * 100, 3)
             for c in ref})

@@ -6,5 +6,6 @@ pytestmark = pytest.mark.navya_budget
 
 
 def test_peak_memory(variant, navya_suite, record_property):
-    record_property("rss_mb", navya_suite.bench.rss_mb(variant))
+    bench, name = navya_suite.case(variant)
+    record_property("rss_mb", bench.rss_mb(name))
     navya_suite.check(variant, "max_peak_mem_mb")

@@ -13,14 +13,15 @@ pytestmark = pytest.mark.navya_budget
 
 
 def test_speedup(variant, navya_suite, record_property):
-    bench = navya_suite.bench
-    if variant != bench.reference:
-        result = bench.speedup(variant)
+    bench, name = navya_suite.case(variant)  # the model's engine, the variant's name
+    if name != bench.reference:
+        result = bench.speedup(name)
         record_property("speedup_ci", (result.ci_low, result.ci_high))
     navya_suite.check(variant, "min_speedup")
 
 
 def test_speed_regression(variant, navya_suite, record_property):
     navya_suite.check_speed_baseline(variant)
-    runs = navya_suite.bench.speed_runs(variant, 1)
+    bench, name = navya_suite.case(variant)
+    runs = bench.speed_runs(name, 1)
     record_property("speed_runs", [round(r.speedup, 4) for r in runs])

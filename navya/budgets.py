@@ -143,54 +143,102 @@ def _number(path: Path, where: str, value: Any) -> float:
     return float(value)
 
 
-def load_budgets(path: str | os.PathLike, known_variants: Iterable[str] | None = None, *,
-                 require: Iterable[str] = ()) -> Budgets:
-    """Read and validate a budgets file. ``known_variants`` (the registry) makes an entry for an
-    unregistered variant an error; every variant in ``require`` (the run's variants besides the
-    reference) must have at least one budget: a run that gates nothing is an error, not a
-    green run. Each budget must lie in its meaningful range (:data:`BUDGET_RANGES`)."""
-    path = Path(path)
+def _read_toml(path: Path) -> dict:
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        return tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise BudgetError(f"{path}: budgets file not found") from None
     except tomllib.TOMLDecodeError as exc:
         raise BudgetError(f"{path}: not valid TOML: {exc}") from exc
-    unknown = set(data) - {"tolerances", "trained_tolerances", "variants"}
+
+
+def budget_models(path: str | os.PathLike) -> list[str]:
+    """The models with a section of their own (``[models.<name>]``) in a budgets file."""
+    path = Path(path)
+    models = _read_toml(path).get("models", {})
+    if not isinstance(models, dict):
+        raise BudgetError(f"{path}: [models] must hold tables [models.<name>]")
+    return list(models)
+
+
+def load_budgets(path: str | os.PathLike, known_variants: Iterable[str] | None = None, *,
+                 require: Iterable[str] = (), model: str | None = None) -> Budgets:
+    """Read and validate a budgets file. ``known_variants`` (the registry) makes an entry for an
+    unregistered variant an error; every variant in ``require`` (the run's variants besides the
+    reference) must have at least one budget: a run that gates nothing is an error, not a
+    green run. Each budget must lie in its meaningful range (:data:`BUDGET_RANGES`).
+
+    ``model``: the budgets of a model's own section ``[models.<model>]`` (its ``variants``,
+    and tolerances that default to the file's); None: the top-level section, the default
+    model's. Every model section is validated either way."""
+    path = Path(path)
+    data = _read_toml(path)
+    unknown = set(data) - {"tolerances", "trained_tolerances", "variants", "models"}
     if unknown:
         raise BudgetError(f"{path}: unknown section(s) {sorted(unknown)}; expected "
-                          "[tolerances], [trained_tolerances] and [variants.<name>]")
-    tolerances = _tolerances(path, "tolerances", data.get("tolerances", {}),
-                             DEFAULT_TOLERANCES)
-    trained = None
+                          "[tolerances], [trained_tolerances], [variants.<name>] and "
+                          "[models.<model>...]")
+    top = _section(path, "", data, known_variants, DEFAULT_TOLERANCES, None)
+    models = data.get("models", {})
+    if not isinstance(models, dict):
+        raise BudgetError(f"{path}: [models] must hold tables [models.<name>]")
+    sections = {}
+    for name, table in models.items():
+        if not isinstance(table, dict):
+            raise BudgetError(f"{path}: [models.{name}] must be a table")
+        extra = set(table) - {"tolerances", "trained_tolerances", "variants"}
+        if extra:
+            raise BudgetError(f"{path}: unknown section(s) {sorted(extra)} in [models.{name}]; "
+                              "expected tolerances, trained_tolerances and variants.<name>")
+        sections[name] = _section(path, f"models.{name}.", table, known_variants,
+                                  top.tolerances, top.trained_tolerances)
+    if model is None:
+        chosen = top
+    elif model in sections:
+        chosen = sections[model]
+    else:
+        raise BudgetError(f"{path}: no section [models.{model}] (budgets of model {model!r}); "
+                          f"sections: {', '.join(sections) or 'none'}")
+    ungated = [name for name in require if not chosen.variants.get(name)]
+    if ungated:
+        where = f"[models.{model}.variants.<name>]" if model else "[variants.<name>]"
+        raise BudgetError(f"{path}: no budget for variant(s) {', '.join(ungated)}"
+                          f"{f' of model {model}' if model else ''}: this run would gate "
+                          f"nothing for them; add a {where} table with at least one of "
+                          f"{', '.join(BUDGET_KEYS)}")
+    return chosen
+
+
+def _section(path: Path, prefix: str, data: Mapping, known_variants: Iterable[str] | None,
+             default_tolerances: Mapping[str, float],
+             default_trained: Mapping[str, float] | None) -> Budgets:
+    tolerances = _tolerances(path, f"{prefix}tolerances", data.get("tolerances", {}),
+                             default_tolerances)
+    trained = None if default_trained is None else dict(default_trained)
     if "trained_tolerances" in data:
-        trained = _tolerances(path, "trained_tolerances", data["trained_tolerances"],
+        trained = _tolerances(path, f"{prefix}trained_tolerances", data["trained_tolerances"],
                               tolerances)
     known = set(known_variants) if known_variants is not None else None
     variants: dict[str, dict[str, float]] = {}
     for name, entry in data.get("variants", {}).items():
+        where = f"{prefix}variants.{name}"
         if known is not None and name not in known:
-            raise BudgetError(f"{path}: budgets for unknown variant {name!r}; registered: "
-                              f"{', '.join(sorted(known))}")
+            raise BudgetError(f"{path}: budgets for unknown variant {name!r} ([{where}]); "
+                              f"registered: {', '.join(sorted(known))}")
         if not isinstance(entry, dict):
-            raise BudgetError(f"{path}: [variants.{name}] must be a table")
+            raise BudgetError(f"{path}: [{where}] must be a table")
         checked = {}
         for key, value in entry.items():
             if key not in BUDGET_KEYS:
-                raise BudgetError(f"{path}: variants.{name}: unknown budget {key!r}; known: "
+                raise BudgetError(f"{path}: {where}: unknown budget {key!r}; known: "
                                   f"{', '.join(BUDGET_KEYS)}")
-            checked[key] = _number(path, f"variants.{name}.{key}", value)
+            checked[key] = _number(path, f"{where}.{key}", value)
             low, low_ok, high, high_ok = BUDGET_RANGES[key]
             if not ((checked[key] >= low if low_ok else checked[key] > low)
                     and (checked[key] <= high if high_ok else checked[key] < high)):
-                raise BudgetError(f"{path}: variants.{name}.{key} = {value!r} is outside its "
+                raise BudgetError(f"{path}: {where}.{key} = {value!r} is outside its "
                                   f"meaningful range ({_range_text(*BUDGET_RANGES[key])})")
         variants[name] = checked
-    ungated = [name for name in require if not variants.get(name)]
-    if ungated:
-        raise BudgetError(f"{path}: no budget for variant(s) {', '.join(ungated)}: this run "
-                          f"would gate nothing for them; add a [variants.<name>] table with at "
-                          f"least one of {', '.join(BUDGET_KEYS)}")
     return Budgets(path, variants, tolerances, trained)
 
 

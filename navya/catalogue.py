@@ -34,7 +34,10 @@ from navya.compress.quantize import DynamicConfig, HalfConfig, PTQConfig, QATCon
 from navya.errors import NavyaError
 
 __all__ = [
+    "DEFAULT_MODEL",
+    "MODELS",
     "RUNTIME_PAIRS",
+    "GatedModel",
     "CompressContext",
     "UnknownVariantError",
     "Variant",
@@ -228,3 +231,35 @@ RUNTIME_PAIRS: dict[str, tuple[str, str]] = {
     "openvino": ("openvino-fp32", "openvino-int8"),
     "executorch-xnnpack": ("executorch-xnnpack-fp32", "executorch-xnnpack-int8"),
 }
+
+
+# -- the models the suite gates ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GatedModel:
+    """A reference detector the suite gates: its shipped checkpoint, and where its budgets and
+    baselines live. The default model's are the top-level ``[variants.*]`` of
+    ``benchmarks/budgets.toml`` and ``benchmarks/baselines/``; another model's are the file's
+    ``[models.<name>.variants.*]`` and ``benchmarks/baselines/<name>/``, and it runs the variants
+    its section budgets (those tagged ``slow`` only with ``--navya-variants all``)."""
+
+    name: str
+    checkpoint: str  # a file name in navya/checkpoints/
+    description: str = ""
+
+    @property
+    def checkpoint_path(self):
+        from navya.models.checkpoint import DEFAULT_CHECKPOINT
+
+        return DEFAULT_CHECKPOINT.parent / self.checkpoint
+
+
+#: The models of ``pytest benchmarks/``, the default one first.
+MODELS: dict[str, GatedModel] = {
+    "mobilenet_v2": GatedModel("mobilenet_v2", "ssdlite_mobilenet_v2.pt",
+                               "SSD-Lite on MobileNetV2 (the default model)"),
+    "mobilenet_v3_large": GatedModel("mobilenet_v3_large", "ssdlite_mobilenet_v3_large.pt",
+                                     "SSD-Lite on MobileNetV3-Large"),
+}
+DEFAULT_MODEL = "mobilenet_v2"

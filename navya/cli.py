@@ -297,6 +297,17 @@ def _sensitivity(args: argparse.Namespace) -> int:
     return 0
 
 
+def _report(args: argparse.Namespace) -> int:
+    from navya.webreport import ReportError, report_from_dir
+
+    try:
+        paths = report_from_dir(args.dir)
+    except ReportError as exc:
+        raise CLIError(str(exc)) from None
+    print("wrote " + ", ".join(str(p) for p in paths))
+    return 0
+
+
 def _checkpoint_and_data(parser: argparse.ArgumentParser, split_help: str) -> None:
     """The options every command that scores a checkpoint on a VOC split shares."""
     parser.add_argument("--checkpoint", default=str(DEFAULT_CHECKPOINT))
@@ -476,6 +487,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="folder to write sensitivity.csv and sensitivity.png into "
                         "(default: sensitivity)")
     n.set_defaults(func=_sensitivity)
+
+    r = sub.add_parser("report", help="the HTML report of a suite run again, from its "
+                                      "summary.csv and run.json")
+    r.add_argument("dir", nargs="?", default="reports/latest",
+                   help="the run's report folder (default reports/latest)")
+    r.set_defaults(func=_report)
     return p
 
 

@@ -347,12 +347,50 @@ def _summary_cells(row: Mapping[str, Any]) -> list[str]:
     return cells
 
 
-def fastest_within_budget(rows: Iterable[Row]) -> dict[str, Any] | None:
+def _models(rows: Sequence[Mapping[str, Any]]) -> list[Any]:
+    """The models of rows in order of appearance (``[None]`` for rows without a model)."""
+    return list(dict.fromkeys(r.get("model") for r in rows)) or [None]
+
+
+def fastest_within_budget(rows: Iterable[Row], model: Any = None) -> dict[str, Any] | None:
     """The row with the largest same-run end-to-end speedup over the reference among the rows
-    whose status is ``PASS`` (every budget of the variant met); None if no row passed."""
-    passed = [r for r in map(_as_row, rows)
-              if r.get("status") == "PASS" and _num(r.get("speedup")) is not None]
+    whose status is ``PASS`` (every budget of the variant met); None if no row passed. Rows of
+    several models: those of ``model`` (default: the first row's model; each model's speedups
+    are over its own fp32)."""
+    data = [_as_row(r) for r in rows]
+    if model is None and data:
+        model = data[0].get("model")
+    passed = [r for r in data if r.get("model") == model
+              and r.get("status") == "PASS" and _num(r.get("speedup")) is not None]
     return max(passed, key=lambda r: _num(r["speedup"]), default=None)
+
+
+def model_comparison(rows: Sequence[Row]) -> list[str]:
+    """Rows of several models: each other model's fp32 against the first model's fp32, as
+    measured in this run (latency at the run's threads, MACs, size, mAP)."""
+    data = [_as_row(r) for r in rows]
+    refs = {}
+    for r in data:
+        name = _label(r)
+        if name == "fp32" or name.endswith(":fp32"):
+            refs.setdefault(r.get("model"), r)
+    if len(refs) < 2:
+        return []
+    (first, base), *others = refs.items()
+    out = []
+    for model, r in others:
+        parts = []
+        for key, what, scale, unit, digits in (
+                ("latency_ms_median", "latency", 1.0, " ms", 1), ("macs", "MACs", 1e-9, " G", 3),
+                ("size_mb", "size", 1.0, " MB", 2), ("map", "mAP", 100.0, " %", 2)):
+            a, b = _num(r.get(key)), _num(base.get(key))
+            if a is None or b is None:
+                continue
+            parts.append(f"{what} {a * scale:.{digits}f}{unit} vs {b * scale:.{digits}f}{unit}"
+                         + (f" ({a / b:.2f}x)" if key != "map" and b else
+                            f" ({(a - b) * 100:+.2f} pts)" if key == "map" else ""))
+        out.append(f"fp32 {model} against fp32 {first}, same run: " + ", ".join(parts))
+    return out
 
 
 def runtime_gains(rows: Iterable[Row]) -> list[dict[str, Any]]:
@@ -378,15 +416,22 @@ def runtime_gains(rows: Iterable[Row]) -> list[dict[str, Any]]:
 def verdict_lines(rows: Sequence[Row]) -> list[str]:
     """What a person reads first: the fastest variant within budget, and each runtime's INT8
     gain over its own fp32 beside its gain over torch eager fp32."""
-    best = fastest_within_budget(rows)
-    if best is None:
-        lines = ["fastest variant within budget: none (no variant met all its budgets)"]
-    else:
-        lines = [f"fastest variant within budget: {_label(best)}, {_num(best['speedup']):.2f}x "
-                 f"faster than torch eager fp32 end to end ("
-                 f"{_fmt(best.get('latency_ms_median'))} ms), mAP drop "
-                 f"{_fmt(best.get('map_drop_points'), digits=2)} points, "
-                 f"size x{_fmt(best.get('size_ratio'), digits=2)}"]
+    data = [_as_row(r) for r in rows]
+    models = _models(data)
+    lines = []
+    for model in models:
+        best = fastest_within_budget(data, model)
+        who = "" if len(models) == 1 else f" of {model}"
+        if best is None:
+            lines.append(f"fastest variant within budget{who}: none (no variant met all its "
+                         "budgets)")
+        else:
+            lines.append(f"fastest variant within budget{who}: {_label(best)}, "
+                         f"{_num(best['speedup']):.2f}x faster than torch eager fp32 end to end ("
+                         f"{_fmt(best.get('latency_ms_median'))} ms), mAP drop "
+                         f"{_fmt(best.get('map_drop_points'), digits=2)} points, "
+                         f"size x{_fmt(best.get('size_ratio'), digits=2)}")
+    lines += model_comparison(data)
     for g in runtime_gains(rows):
         own = (f"{g['int8_vs_own_fp32']:.2f}x its own fp32 {g['fp32']} "
                f"({g['fp32_vs_torch']:.2f}x torch)" if g["int8_vs_own_fp32"] else
@@ -420,7 +465,10 @@ def summary_markdown(rows: Iterable[Row], notes: Sequence[str] = ()) -> str:
     out = ["# navya summary", ""]
     out += [f"> {_md_escape(n)}" for n in notes] + ([""] if notes else [])
     if data:
-        out += [f"**{_md_escape(verdict_lines(data)[0])}**", ""]
+        fastest = verdict_lines(data)[:len(_models(data))]  # one line per model first
+        out += [f"**{_md_escape(line)}**  " for line in fastest] + [""]
+        comparison = model_comparison(data)
+        out += [f"> {_md_escape(line)}" for line in comparison] + ([""] if comparison else [])
         gains = runtime_gains(data)
         if gains:
             out += ["| runtime | fp32 variant | fp32 vs torch eager fp32 | INT8 variant | "
@@ -513,12 +561,245 @@ def _status_label(status: Any) -> str:
     """The legend entry of a status: ``FAIL`` for every ``FAIL: <keys>``."""
     return str(status).split(":", 1)[0].strip()
 
-_MAX_MARKER_AREA = 1500.0  # points^2 of the largest model
-
-
 def _budget_value(budget: Any, key: str) -> float | None:
     value = budget.get(key) if isinstance(budget, Mapping) else getattr(budget, key, None)
     return _num(value)
+
+
+#: Marker shape per runtime (the fill colour is the status, the edge colour the model).
+RUNTIME_MARKERS = {"torch eager": "o", "onnxruntime": "s", "openvino": "D", "executorch": "^",
+                   "other": "P"}
+_MODEL_EDGES = ("black", "tab:blue", "tab:orange", "tab:purple")
+#: Rows whose mAP drop is this many points beyond the largest budgeted drop (or 10 points)
+#: are pinned at the bottom edge (a down triangle) so that they do not squash the others.
+_FAR_DROP = 10.0
+
+
+def runtime_of(name: str) -> str:
+    """The runtime a variant (or ``model:variant`` case) runs on, from its catalogue config."""
+    from navya.catalogue import UnknownVariantError, get_variant
+
+    try:
+        config = get_variant(str(name).split(":")[-1]).config
+    except UnknownVariantError:
+        return "other"
+    kind = type(config).__name__
+    return {"OnnxRuntimeConfig": "onnxruntime", "OpenVINOConfig": "openvino",
+            "ExecuTorchConfig": "executorch"}.get(kind, "torch eager")
+
+
+def _tradeoff_points(data: Sequence[dict[str, Any]]):
+    """Per row: ``(row, speedup, drop)`` over its own model's reference (the row's same-run
+    ``speedup``/``map_drop_points``, else from the ``fp32`` row of its model), or None when
+    it cannot be placed."""
+    refs = {}
+    for r in data:
+        name = _label(r)
+        if name == "fp32" or name.endswith(":fp32"):
+            refs.setdefault(r.get("model"), r)
+    out = []
+    for r in data:
+        ref = refs.get(r.get("model"))
+        speedup, drop = _num(r.get("speedup")), _num(r.get("map_drop_points"))
+        if ref is r:
+            speedup, drop = 1.0, 0.0
+        if speedup is None and ref is not None:
+            a, b = _num(ref.get("latency_ms_median")), _num(r.get("latency_ms_median"))
+            speedup = a / b if a and b else None
+        if drop is None and ref is not None:
+            a, b = _num(ref.get("map")), _num(r.get("map"))
+            drop = (a - b) * 100.0 if a is not None and b is not None else None
+        out.append((r, speedup, drop) if speedup and drop is not None else None)
+    return out
+
+
+def _place_labels(ax: Any, fig: Any, xy: Sequence[tuple[float, float]], texts: Sequence[str],
+                  fontsize: float) -> list[Any]:
+    """Number labels beside their markers without overlapping each other or the markers:
+    greedy, in display pixels; each label takes the first free spot on rings of growing
+    radius around its point (a leader line when it sits away from it)."""
+    fig.canvas.draw()  # fixes the axes' transforms
+    px = [tuple(ax.transData.transform(p)) for p in xy]
+    char_w, h = fontsize * fig.dpi / 72 * 0.62, fontsize * fig.dpi / 72 * 1.15
+    marker_r = 6.0
+    placed: list[tuple[float, float, float, float]] = []
+
+    def free(box):
+        x0, y0, x1, y1 = box
+        if any(not (x1 < a or x0 > c or y1 < b or y0 > d) for a, b, c, d in placed):
+            return False
+        return all((min(max(cx, x0), x1) - cx) ** 2 + (min(max(cy, y0), y1) - cy) ** 2
+                   > marker_r ** 2 for cx, cy in px)
+
+    import math as _m
+
+    artists = []
+    for (cx, cy), text in zip(px, texts, strict=True):
+        w = char_w * len(text) + 2
+        best = None
+        for radius in (10, 16, 23, 31, 40, 50, 62, 76, 92):
+            for k in range(16):
+                ang = _m.pi / 4 + k * _m.pi / 8
+                tx, ty = cx + radius * _m.cos(ang), cy + radius * _m.sin(ang)
+                box = (tx - w / 2, ty - h / 2, tx + w / 2, ty + h / 2)
+                if free(box):
+                    best = (tx, ty, box, radius)
+                    break
+            if best:
+                break
+        if best is None:  # no free spot within reach: on top, as before
+            best = (cx, cy + 10, (cx - w / 2, cy + 10 - h / 2, cx + w / 2, cy + 10 + h / 2), 10)
+        tx, ty, box, radius = best
+        placed.append(box)
+        artists.append(ax.annotate(
+            text, (cx, cy), xycoords="figure pixels", xytext=(tx, ty),
+            textcoords="figure pixels", ha="center", va="center", fontsize=fontsize,
+            fontweight="bold", gid="navya-label", zorder=6,
+            arrowprops=None if radius <= 10 else {"arrowstyle": "-", "color": "0.5",
+                                                  "linewidth": 0.5, "shrinkA": 0,
+                                                  "shrinkB": 3}))
+    return artists
+
+
+def tradeoff_figure(rows: Iterable[Row], *, budgets: Mapping[str, Any] | None = None):
+    """The trade-off figure (see :func:`plot_tradeoff`); returns the matplotlib Figure."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
+    from matplotlib.ticker import FixedLocator, NullFormatter, ScalarFormatter
+
+    data = [_as_row(r) for r in rows]
+    placed = _tradeoff_points(data)
+    points = [p for p in placed if p is not None]
+    skipped = [r for r, p in zip(data, placed, strict=True) if p is None]
+    models = _models([r for r, _, _ in points] or data)
+    edge = {m: _MODEL_EDGES[i % len(_MODEL_EDGES)] for i, m in enumerate(models)}
+    gains = [g for g in runtime_gains(data) if g["int8_vs_torch"] is not None]
+    fastest = {m: fastest_within_budget(data, m) for m in models}
+    n_rows = len(points)
+    height = max(7.0, 2.2 + 0.165 * n_rows) + (2.3 if gains else 0.0)
+    fig = Figure(figsize=(14, height), dpi=100)
+    FigureCanvasAgg(fig)
+    top = 1 - 0.75 / height
+    ax = fig.add_axes((0.06, 0.75 / height, 0.50, top - 1.55 / height))
+    budgets = dict(budgets or {})
+
+    budget_drops = [_budget_value(b, "max_map_drop_points") for b in budgets.values()]
+    drop_cap = max([_FAR_DROP, *(2 * d for d in budget_drops if d is not None)])
+    drops = [d for _, _, d in points if d <= drop_cap]
+    y_bad = max([1.0, *drops, *(d for d in budget_drops if d is not None and d <= drop_cap)])
+    y_good = min([-0.25, *drops])
+    pad = 0.08 * (y_bad - y_good)
+    y_lo, y_hi = y_bad + pad, y_good - pad  # inverted: less drop is up
+    xs = [s for _, s, _ in points]
+    x_lo = min([0.8, *xs]) / 1.12
+    x_hi = max([1.25, *xs]) * 1.12
+    ax.set_xscale("log")
+    ax.set_xlim(x_lo, x_hi)
+    ax.set_ylim(y_lo, y_hi)
+    ticks = [t for t in (0.25, 0.5, 0.75, 1, 1.5, 2, 3, 4, 5, 6, 8, 10, 15, 20)
+             if x_lo <= t <= x_hi]
+    ax.xaxis.set_major_locator(FixedLocator(ticks))
+    ax.xaxis.set_major_formatter(ScalarFormatter())
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.axvline(1.0, color="0.6", linewidth=0.8, zorder=1)
+    ax.axhline(0.0, color="0.6", linewidth=0.8, zorder=1)
+
+    # the Pareto front of each model: no other variant of it is both faster and more accurate
+    for m in models:
+        mine = sorted(((s, d) for r, s, d in points if r.get("model") == m and d <= drop_cap),
+                      key=lambda p: (-p[0], p[1]))
+        front, best_drop = [], math.inf
+        for s, d in mine:
+            if d < best_drop:
+                front.append((s, d))
+                best_drop = d
+        if len(front) > 1:
+            front.sort()
+            ax.step([s for s, _ in front], [d for _, d in front], where="post",
+                    color=edge[m], linestyle="--", linewidth=1.0, alpha=0.6, zorder=2)
+
+    statuses: dict[str, str] = {}
+    runtimes: list[str] = []
+    xy, labels, table = [], [], []
+    for i, (row, s, d) in enumerate(points, start=1):
+        status = row.get("status")
+        color = status_color(status)
+        if status:
+            statuses.setdefault(_status_label(status), color)
+        rt = runtime_of(_label(row))
+        if rt not in runtimes:
+            runtimes.append(rt)
+        far = d > drop_cap
+        y = y_lo - 0.03 * (y_lo - y_hi) if far else d
+        ax.scatter([s], [y], s=70, marker="v" if far else RUNTIME_MARKERS[rt], color=color,
+                   alpha=0.8, edgecolors=edge[row.get("model")], linewidths=1.4, zorder=4)
+        # this variant's own budget: a tick at its drop limit above/below it and one at its
+        # speedup floor beside it, joined to it by thin lines (no global lines)
+        budget = budgets.get(_label(row))
+        if budget is not None and not far:
+            limit = _budget_value(budget, "max_map_drop_points")
+            if limit is not None and y_hi <= limit <= y_lo:
+                ax.plot([s, s], [d, limit], color=color, linewidth=0.6, alpha=0.45, zorder=2)
+                ax.scatter([s], [limit], marker="_", s=60, color=color, linewidths=1.2,
+                           alpha=0.8, zorder=3)
+            floor = _budget_value(budget, "min_speedup")
+            if floor is not None and x_lo <= floor <= x_hi:
+                ax.plot([s, floor], [d, d], color=color, linewidth=0.6, alpha=0.45, zorder=2)
+                ax.scatter([floor], [d], marker="|", s=60, color=color, linewidths=1.2,
+                           alpha=0.8, zorder=3)
+        for m, best in fastest.items():
+            if best is not None and best is row:
+                ax.scatter([s], [y], s=260, marker="o", facecolors="none",
+                           edgecolors="tab:green", linewidths=2.0, zorder=5)
+        xy.append((s, y))
+        labels.append(str(i))
+        mi = models.index(row.get("model")) + 1
+        name = _label(row).split(":")[-1]
+        table.append(f"{i:>2} {mi if len(models) > 1 else '':>1} {name[:34]:<34} {d:+6.2f} "
+                     f"{s:5.2f}x {_fmt(row.get('size_mb'), digits=2):>6} "
+                     f"{_status_label(status) if status else '':<9}" + (" ▼" if far else ""))
+
+    if points:
+        _place_labels(ax, fig, xy, labels, fontsize=7.5)
+    else:
+        ax.text(0.5, 0.5, "no variant with both a speedup and a mAP drop", transform=ax.transAxes,
+                ha="center", va="center")
+    handles = [Line2D([], [], marker="o", linestyle="", color=c, label=s)
+               for s, c in statuses.items()]
+    handles += [Line2D([], [], marker=RUNTIME_MARKERS[r], linestyle="", color="white",
+                       markeredgecolor="black", label=r) for r in runtimes]
+    if len(models) > 1:
+        handles += [Line2D([], [], marker="o", linestyle="", color="white", markeredgewidth=1.6,
+                           markeredgecolor=edge[m], label=f"{i}: {m}")
+                    for i, m in enumerate(models, start=1)]
+    handles.append(Line2D([], [], color="0.3", linestyle="--", label="Pareto front"))
+    handles.append(Line2D([], [], color="0.3", marker="|", linestyle="-", linewidth=0.6,
+                          label="its budget limits"))
+    ax.legend(handles=handles, fontsize=7, loc="lower left", bbox_to_anchor=(0.0, 1.01),
+              ncol=min(len(handles), 6), frameon=False, borderaxespad=0.0)
+    ax.set_xlabel("speedup over its model's torch eager fp32, end to end (same run, log scale); "
+                  "numbers: the table")
+    ax.set_ylabel("mAP@0.5 drop (points; up is better)")
+    ax.grid(True, alpha=0.3, which="major")
+
+    head = f" # {'m' if len(models) > 1 else ' '} {'variant':<34} {'drop':>6} {'speed':>6} {'MB':>6} status"
+    fig.text(0.585, top, head, fontsize=7.5, family="monospace", va="top", fontweight="bold")
+    fig.text(0.585, top - 0.22 / height, "\n".join(table), fontsize=7.5, family="monospace",
+             va="top", linespacing=1.25)
+    if gains:
+        _plot_gains(fig.add_axes((0.66, 0.55 / height, 0.30, 1.5 / height)), gains)
+    if skipped:
+        fig.text(0.01, 0.01, "not plotted (no speedup or mAP): " + ", ".join(
+            _label(r) + (f" [{r['status']}]" if r.get("status") else "") for r in skipped),
+            fontsize=7)
+    caption = [f"fastest within budget{'' if len(models) == 1 else f' ({m})'}: "
+               f"{_label(b)} {_num(b['speedup']):.2f}x" for m, b in fastest.items()
+               if b is not None]
+    if caption:
+        fig.text(0.06, 1 - 0.25 / height, ";  ".join(caption), fontsize=9, color="tab:green",
+                 fontweight="bold", va="top")
+    return fig
 
 
 def plot_tradeoff(
@@ -527,146 +808,20 @@ def plot_tradeoff(
     *,
     budgets: Mapping[str, Any] | None = None,
 ) -> Path:
-    """Write a PNG of accuracy against latency: one point per variant.
+    """Write a PNG of speed against accuracy, readable at 30 variants and more.
 
-    x is the median end-to-end latency (ms, ``latency_ms_median``), y the mAP (%, ``map`` is
-    a fraction), the marker area is proportional to ``size_mb``, each point is labelled with
-    its ``variant`` (or ``name``) and coloured by ``status`` when rows have one. Rows without
-    a mAP or a latency (a variant that failed to run) are listed under the plot instead.
-
-    With ``budgets`` (variant -> mapping with ``max_map_drop_points`` and optionally
-    ``min_speedup``) and an ``fp32`` row, the budget lines of the plotted variants are drawn:
-    one dashed horizontal line per distinct accuracy floor (fp32 mAP minus the allowed drop,
-    in points) and one dashed vertical line per distinct latency ceiling (fp32 latency /
-    ``min_speedup``), each labelled with the variants it applies to.
-
-    The file is written atomically (temporary file in the same folder, ``os.replace``).
-    Returns the path.
+    One marker per variant: x its end-to-end speedup over its own model's fp32 (log scale),
+    y its mAP drop in points (up is better); the marker's shape is its runtime, its fill the
+    status (red fails, green passes, grey unchecked), its edge the model. Markers carry
+    numbers placed so that they do not overlap (leader lines where moved), and a table beside
+    the axes gives each number's variant, drop, speedup, size and status. Each model's Pareto
+    front is drawn; each variant's own budget (``budgets``: variant -> mapping with
+    ``max_map_drop_points`` / ``min_speedup``) shows as ticks at its limits joined to its
+    marker, not as global lines. Variants far beyond every budget (a destroyed model) are
+    pinned at the bottom edge. The file is written atomically. Returns the path.
     """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
     path = Path(path)
-    data = [_as_row(r) for r in rows]
-    points, skipped = [], []
-    for row in data:
-        x, y = _num(row.get("latency_ms_median")), _num(row.get("map"))
-        if x is None or y is None:
-            skipped.append(row)
-        else:
-            points.append((row, x, y * 100.0))
-
-    gains = [g for g in runtime_gains(data) if g["int8_vs_torch"] is not None]
-    fastest = fastest_within_budget(data)
-    fig = Figure(figsize=(12, 8 if gains else 6), dpi=110)
-    FigureCanvasAgg(fig)  # Agg canvas for this figure only; no global backend switch
-    ax = fig.add_axes((0.06, 0.08, 0.54, 0.84))
-    sizes = [_num(r.get("size_mb")) for r, _, _ in points]
-    largest = max((s for s in sizes if s is not None and s > 0), default=None)
-    # focus the y range on the variants near the best one; far-off ones are pinned at the
-    # bottom edge (down triangles) so that they do not squash the interesting region
-    ys = [y for _, _, y in points]
-    best = max(ys, default=0.0)
-    near = [y for y in ys if y >= best - 20.0]
-    y_lo = max(0.0, min(near, default=0.0) - 3.0)
-    y_hi = best + 2.0
-    statuses: dict[str, str] = {}
-    legend_lines = []
-    for i, ((row, x, y), size) in enumerate(zip(points, sizes, strict=True), start=1):
-        area = (_MAX_MARKER_AREA * size / largest) if size and largest else 60.0
-        status = row.get("status")
-        color = status_color(status)
-        if status:
-            statuses.setdefault(_status_label(status), color)
-        off = y < y_lo
-        ax.scatter([x], [y_lo + 0.4 if off else y], s=area if not off else 90,
-                   marker="v" if off else "o", color=color, alpha=0.55, edgecolors="black",
-                   linewidths=0.6, zorder=3)
-        ax.annotate(str(i), (x, y_lo + 0.4 if off else y), ha="center", va="center",
-                    fontsize=8, fontweight="bold", zorder=4)
-        if fastest is not None and _label(row) == _label(fastest):
-            ax.scatter([x], [y], s=area * 2.2, marker="o", facecolors="none",
-                       edgecolors="tab:green", linewidths=2.0, zorder=5)
-            ax.annotate(f"fastest within budget: {_label(row)}", (x, y), xytext=(30, -30),
-                        textcoords="offset points", fontsize=8, color="tab:green",
-                        fontweight="bold", zorder=6,
-                        bbox={"boxstyle": "round", "fc": "white", "ec": "tab:green",
-                              "alpha": 0.95},
-                        arrowprops={"arrowstyle": "-", "color": "tab:green"})
-        legend_lines.append(f"{i:>2}  {_label(row):<28} {y:6.2f}%  {x:6.1f} ms"
-                            + (f"  {size:6.2f} MB" if size is not None else "")
-                            + (" ▼" if off else ""))
-
-    labels = {_label(r) for r, _, _ in points}
-    fp32 = next((r for r, _, _ in points if _label(r) == "fp32"), None)
-    if budgets and fp32 is not None:
-        fp32_map = _num(fp32.get("map")) * 100.0
-        fp32_ms = _num(fp32.get("latency_ms_median"))
-        floors: dict[float, list[str]] = {}
-        ceilings: dict[float, list[str]] = {}
-        for variant, budget in budgets.items():
-            if variant not in labels:
-                continue
-            drop = _budget_value(budget, "max_map_drop_points")
-            if drop is not None:
-                floors.setdefault(round(fp32_map - drop, 9), []).append(variant)
-            speedup = _budget_value(budget, "min_speedup")
-            if speedup is not None and speedup > 0:
-                ceilings.setdefault(round(fp32_ms / speedup, 9), []).append(variant)
-
-        def who(names: list[str]) -> str:
-            return ", ".join(names) if len(names) <= 2 else f"{len(names)} variants"
-
-        for floor, names in sorted(floors.items()):
-            ax.axhline(floor, color="tab:red", linestyle="--", linewidth=0.8, alpha=0.6, zorder=2)
-            ax.annotate(f"mAP floor {floor:.1f}%: {who(names)}", (0.01, floor),
-                        xycoords=("axes fraction", "data"), xytext=(0, 2),
-                        textcoords="offset points", fontsize=6.5, color="tab:red")
-        for ceiling, names in sorted(ceilings.items()):
-            ax.axvline(ceiling, color="tab:purple", linestyle="--", linewidth=0.8, alpha=0.6,
-                       zorder=2)
-            ax.annotate(f"{ceiling:.0f} ms: {who(names)}", (ceiling, 0.99),
-                        xycoords=("data", "axes fraction"), xytext=(2, 0),
-                        textcoords="offset points", fontsize=6.5, color="tab:purple",
-                        rotation=90, va="top")
-
-    if statuses:
-        from matplotlib.lines import Line2D
-
-        ax.legend(handles=[Line2D([], [], marker="o", linestyle="", color=c, label=s)
-                           for s, c in statuses.items()], title="status", fontsize=8,
-                  loc="lower right")
-    if not points:
-        ax.text(0.5, 0.5, "no variant with both mAP and latency", transform=ax.transAxes,
-                ha="center", va="center")
-    else:
-        xs = [x for _, x, _ in points]
-        if max(xs) / max(min(xs), 1e-9) > 4:
-            from matplotlib.ticker import ScalarFormatter
-
-            ax.set_xscale("log")
-            ax.xaxis.set_major_formatter(ScalarFormatter())
-            ax.xaxis.set_minor_formatter(ScalarFormatter())
-            ax.tick_params(axis="x", which="minor", labelsize=7)
-        ax.set_ylim(y_lo, y_hi)
-    fig.text(0.62, 0.92, " #  variant                        mAP@0.5  median     size",
-             fontsize=7.5, family="monospace", va="top", fontweight="bold")
-    fig.text(0.62, 0.89, "\n".join(legend_lines), fontsize=7.5, family="monospace", va="top")
-    if gains:
-        _plot_gains(fig.add_axes((0.70, 0.07, 0.27, 0.22)), gains)
-    ax.set_xlabel("median latency (ms), end to end")
-    ax.set_ylabel("mAP@0.5 (%)")
-    ax.set_title("accuracy vs latency (marker area ∝ model size)")
-    ax.grid(True, alpha=0.3, which="both")
-    if skipped:
-        fig.text(0.01, 0.01, "not plotted (no mAP or latency): " + ", ".join(
-            _label(r) + (f" [{r['status']}]" if r.get("status") else "") for r in skipped),
-            fontsize=7)
-
-    if fastest is not None:
-        fig.text(0.06, 0.965, f"fastest variant within budget: {_label(fastest)} "
-                 f"({_num(fastest['speedup']):.2f}x torch eager fp32)", fontsize=9,
-                 color="tab:green", fontweight="bold")
+    fig = tradeoff_figure(rows, budgets=budgets)
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -56,7 +56,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                 help=f"VOC root to evaluate on (default: the embedded synthetic set, generated "
                      f"into <rootdir>/{DEFAULT_DATA} on first use)")
     g.addoption("--navya-checkpoint", default=None,
-                help="fp32 reference checkpoint (default: the shipped navya checkpoint)")
+                help="fp32 reference checkpoint: gates this one model (default: the shipped "
+                     "checkpoint of every model of --navya-models)")
+    g.addoption("--navya-models", default=None,
+                help="comma-separated models, or 'all' (default: every model with a shipped "
+                     "checkpoint and a budgets section; with --navya-checkpoint, the default "
+                     "model only): mobilenet_v2 (the default), mobilenet_v3_large")
     g.addoption("--navya-variants", default=None,
                 help="comma-separated variant names, or 'all' (default: every registered "
                      "variant not tagged 'slow')")
@@ -135,6 +140,7 @@ def pytest_configure(config: pytest.Config) -> None:
     session = SuiteSession(config)
     config.stash[STATE_KEY] = session
     session.register_project_variants()
+    session.selected_models()  # an unknown model is a usage error before collection
     if config.getoption("navya_variants") is not None:
         session.selected_variants()  # an unknown name is a usage error before collection
     session.rebuild_spec()  # an unknown name is a usage error too
@@ -200,7 +206,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         return  # not a navya benchmark: a project's own `variant` argument is left alone
     session: SuiteSession = metafunc.config.stash[STATE_KEY]
     if "variant" in metafunc.fixturenames:
-        names = session.selected_variants()
+        names = session.cases()  # the default model's variants by name, others' as model:name
         metafunc.parametrize("variant", names, ids=names)
     if "threads" in metafunc.fixturenames:
         counts = _thread_counts(metafunc.config.getoption("navya_threads"))
@@ -219,7 +225,7 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
     order), so that a variant's models can be released after its last test: memory stays flat
     however many variants a run has."""
     state: SuiteSession = config.stash[STATE_KEY]
-    order = {v: i for i, v in enumerate(state._selected or [])}
+    order = {v: i for i, v in enumerate(state._cases or [])}
     keyed = [(order.get(_variant_of(item), -1), i, item) for i, item in enumerate(items)]
     items[:] = [item for _, _, item in sorted(keyed, key=lambda k: (k[0], k[1]))]
     state.remaining = Counter(v for v in map(_variant_of, items) if v is not None)
@@ -240,10 +246,11 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
         return
     state.problems.append(f"{item.nodeid} ({report.when})")
     excinfo = call.excinfo
-    if (state.bench is not None and excinfo is not None
+    if (state.benches and excinfo is not None
             and not excinfo.errisinstance((pytest.fail.Exception, pytest.skip.Exception))):
-        state.bench.errors.setdefault(
-            variant, f"{item.name} {report.when}: {excinfo.typename}: {excinfo.value}")
+        bench, name = state.case(variant)
+        bench.errors.setdefault(
+            name, f"{item.name} {report.when}: {excinfo.typename}: {excinfo.value}")
 
 
 @pytest.hookimpl(trylast=True)
@@ -253,8 +260,9 @@ def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> 
     if state is None or variant is None or not state.remaining.get(variant):
         return
     state.remaining[variant] -= 1
-    if state.remaining[variant] == 0 and state.bench is not None:
-        state.bench.release(variant)
+    if state.remaining[variant] == 0 and state.benches:
+        bench, name = state.case(variant)
+        bench.release(name)
 
 
 @pytest.fixture(autouse=True)
@@ -298,16 +306,19 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """Write an explicit baseline refresh, all files together, only from a complete and
     comparable run; a refused refresh fails the run and says why."""
     state: SuiteSession | None = session.config.stash.get(STATE_KEY, None)
-    if state is None or state.bench is None or not state.opt("navya_update_baselines"):
+    if state is None or not state.benches or not state.opt("navya_update_baselines"):
         return
-    bench = state.bench
     why = [state.incomplete(exitstatus)]
     if state.problems:
         why.append(f"{len(state.problems)} test(s) failed or errored: "
                    + ", ".join(state.problems[:5]) + (", ..." if len(state.problems) > 5 else ""))
-    refusals = bench.refresh_refusals(
-        state.selected_variants(), incomplete="; ".join(w for w in why if w) or None,
-        default_eval_images=DEFAULT_EVAL_IMAGES)
+    refusals: dict[str, str] = {}
+    for model, bench in state.benches.items():
+        for key, text in bench.refresh_refusals(
+                state.model_variants(model), incomplete="; ".join(w for w in why if w) or None,
+                default_eval_images=DEFAULT_EVAL_IMAGES).items():
+            text = text if len(state.benches) == 1 else f"{model}: {text}"
+            refusals[key] = f"{refusals[key]}; {text}" if key in refusals else text
     despite = _update_despite(state.opt("navya_update_despite"))
     blocking = {k: v for k, v in refusals.items() if k not in despite}
     if blocking:
@@ -316,19 +327,21 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
             + "; ".join(f"{k}: {v}" for k, v in blocking.items())
             + f". Rerun complete, or refresh anyway with --navya-update-despite "
               f"{','.join(blocking)}")
-        bench.pending_baselines.clear()
+        for bench in state.benches.values():
+            bench.pending_baselines.clear()
         if session.exitstatus == 0:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
         return
-    written = bench.commit_baselines()
     overridden = sorted(set(refusals) & despite)
-    state.notes.append(f"baselines rewritten ({len(written)} files) in {bench.baselines_dir}"
-                       + (f", despite {', '.join(overridden)}" if overridden else ""))
+    for bench in state.benches.values():
+        written = bench.commit_baselines()
+        state.notes.append(f"baselines rewritten ({len(written)} files) in {bench.baselines_dir}"
+                           + (f", despite {', '.join(overridden)}" if overridden else ""))
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config: pytest.Config) -> None:
     session: SuiteSession | None = config.stash.get(STATE_KEY, None)
-    if session is None or session.bench is None or not session.bench.order:
+    if session is None or not any(b.order for b in session.benches.values()):
         return
     from navya.report import summary_text
 
@@ -351,9 +364,14 @@ class SuiteSession:
         self.config = config
         self.rootdir = Path(config.rootpath)
         self.notes: list[str] = []
-        self.bench: Bench | None = None
+        #: model -> its engine, the default model (or the first selected) first
+        self.benches: dict[str, Bench] = {}
         self.remaining: Counter[str] = Counter()
         self._selected: list[str] | None = None
+        self._models: list[str] | None = None
+        self._model_variants: dict[str, list[str]] = {}
+        #: case id -> (model, variant), in run order (see cases)
+        self._cases: dict[str, tuple[str, str]] | None = None
         self._project_variants: list[str] = []
         self._speed_note = False
         #: navya tests that failed or errored in this run (node id and phase)
@@ -416,6 +434,114 @@ class SuiteSession:
             self._selected = names
         return self._selected
 
+    # -- models and cases --
+
+    def _budgets_path(self) -> Path:
+        return self._path_opt("navya_budgets", "benchmarks/budgets.toml")
+
+    def selected_models(self) -> list[str]:
+        """The models this run gates (``--navya-models``), the default model first. By default
+        every model with a shipped checkpoint and a budgets section (one without is named in a
+        note); with ``--navya-checkpoint``, the default model alone, with that checkpoint."""
+        if self._models is None:
+            from navya.budgets import BudgetError, budget_models
+            from navya.catalogue import DEFAULT_MODEL, MODELS
+
+            spec = self.opt("navya_models")
+            if spec is None:
+                if self.opt("navya_checkpoint"):
+                    names = [DEFAULT_MODEL]
+                else:
+                    try:
+                        sections = budget_models(self._budgets_path())
+                    except BudgetError:
+                        sections = []  # validate() reports the file's problem
+                    names = []
+                    for name, model in MODELS.items():
+                        if name == DEFAULT_MODEL:
+                            names.append(name)
+                        elif not model.checkpoint_path.is_file():
+                            self.notes.append(f"MODEL NOT GATED: {name}: no checkpoint "
+                                              f"{model.checkpoint_path}")
+                        elif name not in sections:
+                            self.notes.append(f"MODEL NOT GATED: {name}: no [models.{name}] "
+                                              f"section in {self._budgets_path()}")
+                        else:
+                            names.append(name)
+            else:
+                names = (list(MODELS) if spec.strip() == "all" else
+                         list(dict.fromkeys(s.strip() for s in spec.split(",") if s.strip())))
+                unknown = [n for n in names if n not in MODELS]
+                if unknown or not names:
+                    raise pytest.UsageError(f"--navya-models: unknown model(s) "
+                                            f"{', '.join(unknown) or repr(spec)}; known: "
+                                            f"{', '.join(MODELS)}")
+                names.sort(key=list(MODELS).index)
+                if self.opt("navya_checkpoint") and len(names) > 1:
+                    raise pytest.UsageError(f"--navya-checkpoint gates one model, and "
+                                            f"--navya-models names {len(names)}: "
+                                            f"{', '.join(names)}")
+            self._models = names
+        return self._models
+
+    def model_variants(self, model: str) -> list[str]:
+        """The variants ``model`` runs: the selection (``--navya-variants``) for the default
+        model; for another, the selected variants its budgets section gates (fp32 always; those
+        tagged ``slow`` only when named or with ``all``)."""
+        from navya.bench import REFERENCE
+        from navya.budgets import load_budgets
+        from navya.catalogue import DEFAULT_MODEL, variant_names
+
+        if model in self._model_variants:
+            return self._model_variants[model]
+        selected = self.selected_variants()
+        if model == DEFAULT_MODEL:
+            self._model_variants[model] = selected
+            return selected
+        gated = load_budgets(self._budgets_path(), variant_names(), model=model).variants
+        spec = (self.opt("navya_variants") or "").strip()
+        slow = set() if spec else set(variant_names("slow"))
+        known = [n for n in variant_names() if n == REFERENCE or n in gated]
+        if spec and spec != "all":
+            names = [n for n in known if n in selected]
+            left = [n for n in selected if n not in gated and n != REFERENCE]
+            if left:
+                self.notes.append(f"{model}: not gated for {', '.join(left)} (no budget in "
+                                  f"[models.{model}.variants] of {self._budgets_path()})")
+        else:
+            names = [n for n in known if n not in slow]
+        self._model_variants[model] = names
+        return names
+
+    def cases(self) -> list[str]:
+        """Every (model, variant) of the run as a test id: the first model's by the variant's
+        name alone (``int8-ptq``), another model's as ``<model>:<variant>``."""
+        if self._cases is None:
+            models = self.selected_models()
+            cases: dict[str, tuple[str, str]] = {}
+            for i, model in enumerate(models):
+                for variant in self.model_variants(model):
+                    cases[variant if i == 0 else f"{model}:{variant}"] = (model, variant)
+            self._cases = cases
+        return list(self._cases)
+
+    def case(self, case_id: str) -> tuple[Bench, str]:
+        """The engine and the variant name of a test's ``variant`` (a case id)."""
+        self.cases()
+        model, variant = self._cases[case_id]
+        self.setup()
+        return self.benches[model], variant
+
+    def model_of(self, case_id: str) -> str:
+        """The model of a case id."""
+        self.cases()
+        return self._cases[case_id][0]
+
+    @property
+    def bench(self) -> Bench | None:
+        """The first model's engine (None before setup)."""
+        return next(iter(self.benches.values()), None)
+
     def rebuild_spec(self) -> bool | list[str]:
         """``--navya-rebuild``: True (all), the named variants, or False."""
         from navya.catalogue import variant_names
@@ -443,9 +569,10 @@ class SuiteSession:
         return Path(value) if value else self.rootdir / DEFAULT_DIR
 
     def unavailable(self, variant: str) -> str | None:
-        """Why ``variant`` cannot be built here (None: it can); the first time, a note."""
+        """Why case ``variant`` cannot be built here (None: it can); the first time, a note."""
         if variant not in self._unavailable:
-            reason = self.bench.unavailable(variant) if self.bench is not None else None
+            bench, name = self.case(variant)
+            reason = bench.unavailable(name)
             self._unavailable[variant] = reason
             if reason:
                 self.notes.append(f"SKIPPED {variant}: unavailable on this machine: {reason}")
@@ -456,7 +583,7 @@ class SuiteSession:
     def setup(self) -> None:
         """Load the workload and build the engine once. If that fails, the run stops here
         with one message (not the same traceback once per test)."""
-        if self.bench is not None:
+        if self.benches:
             return
         try:
             self._setup()
@@ -467,11 +594,8 @@ class SuiteSession:
     def _setup(self) -> None:
         from navya.bench import Bench, BenchSettings, load_workload
         from navya.budgets import load_budgets
-        from navya.catalogue import variant_names
-        from navya.models.checkpoint import DEFAULT_CHECKPOINT
+        from navya.catalogue import DEFAULT_MODEL, MODELS, variant_names
 
-        budgets = load_budgets(self._path_opt("navya_budgets", "benchmarks/budgets.toml"),
-                               variant_names())
         data = self.opt("navya_data")
         if data is None:
             from navya.data.synthetic import SyntheticConfig, generate, verify_synthetic
@@ -485,11 +609,6 @@ class SuiteSession:
                 self._say(f"navya: generating the embedded synthetic data set into {data} "
                           f"({why}; about a minute)")
                 generate(data)
-        workload = load_workload(self.opt("navya_checkpoint") or DEFAULT_CHECKPOINT, data,
-                                 split=self.opt("navya_split"),
-                                 eval_images=self.opt("navya_eval_images"),
-                                 size_policy=self.opt("navya_size_policy"))
-        self.notes.extend(workload.notes)
         settings = BenchSettings(threads=1, rounds=self.opt("navya_rounds"),
                                  rss=not self.opt("navya_no_rss"),
                                  speed_rounds=self.opt("navya_speed_rounds"),
@@ -501,13 +620,24 @@ class SuiteSession:
         store = None if cache_dir is None else ResultStore(cache_dir)
         self.notes.append(f"artifact cache: {cache_dir}" if store is not None else
                           "artifact cache: off (every variant built and evaluated in this run)")
-        self.bench = Bench(workload, settings, budgets=budgets,
-                           baselines_dir=self._path_opt("navya_baselines",
-                                                        "benchmarks/baselines"),
-                           speed_dir=self.opt("navya_speed_baselines"), cache=store,
-                           rebuild=self.rebuild_spec(),
-                           remeasure=bool(self.opt("navya_remeasure")
-                                          or self.opt("navya_record_speed")))
+        models = self.selected_models()
+        for model in models:
+            own = model != DEFAULT_MODEL  # a model with its own budgets section and baselines
+            workload = load_workload(
+                self.opt("navya_checkpoint") or MODELS[model].checkpoint_path, data,
+                split=self.opt("navya_split"), eval_images=self.opt("navya_eval_images"),
+                size_policy=self.opt("navya_size_policy"))
+            self.notes.extend(n if len(models) == 1 else f"{model}: {n}" for n in workload.notes)
+            baselines = self._path_opt("navya_baselines", "benchmarks/baselines")
+            speed = self.opt("navya_speed_baselines")
+            self.benches[model] = Bench(
+                workload, settings,
+                budgets=load_budgets(self._budgets_path(), variant_names(),
+                                     model=model if own else None),
+                baselines_dir=baselines / model if own else baselines,
+                speed_dir=None if not speed else Path(speed) / model if own else speed,
+                cache=store, rebuild=self.rebuild_spec(),
+                remeasure=bool(self.opt("navya_remeasure") or self.opt("navya_record_speed")))
 
     def _say(self, line: str) -> None:
         tr = self.config.pluginmanager.get_plugin("terminalreporter")
@@ -530,8 +660,9 @@ class SuiteSession:
         from navya.bench import SPEED_CONFIRM_RUNS
 
         confirm = self.opt("navya_speed_confirm")
-        self.outcome(self.bench.check_budget(
-            variant, key, confirm=SPEED_CONFIRM_RUNS if confirm is None else confirm))
+        bench, name = self.case(variant)
+        self.outcome(bench.check_budget(
+            name, key, confirm=SPEED_CONFIRM_RUNS if confirm is None else confirm))
 
     def check_speed_baseline(self, variant: str) -> None:
         """This run's speed of ``variant`` against this machine's recorded runs (or record
@@ -541,8 +672,9 @@ class SuiteSession:
         from navya.bench import SPEED_CONFIRM_RUNS
 
         confirm = self.opt("navya_speed_confirm")
-        verdict = self.bench.check_speed_baseline(
-            variant, family_size=2 * len(self.selected_variants()) + 1,
+        bench, name = self.case(variant)
+        verdict = bench.check_speed_baseline(
+            name, family_size=2 * len(self.cases()) + 1,
             record=self.opt("navya_record_speed"),
             confirm=SPEED_CONFIRM_RUNS if confirm is None else confirm)
         if verdict.outcome.name == "NO_BASELINE" and not self._speed_note:
@@ -557,8 +689,8 @@ class SuiteSession:
         self.outcome(verdict)
 
     def check_baseline(self, variant: str) -> None:
-        self.outcome(self.bench.check_baseline(variant,
-                                               update=self.opt("navya_update_baselines")))
+        bench, name = self.case(variant)
+        self.outcome(bench.check_baseline(name, update=self.opt("navya_update_baselines")))
 
     # -- summary --
 
@@ -567,20 +699,34 @@ class SuiteSession:
         per kind of figure, the suite process's peak RSS."""
         import resource
 
-        bench = self.bench
-        out = [line for line in (bench.cache_summary(),) if line]
-        profile = bench.profile()
-        if profile:
-            out.append("engine time by figure: " + ", ".join(
-                f"{fig} {seconds:.0f} s" for fig, seconds in profile.items() if seconds >= 0.5))
+        out = []
+        for model, bench in self.benches.items():
+            who = "" if len(self.benches) == 1 else f"{model}: "
+            out += [who + line for line in (bench.cache_summary(),) if line]
+            profile = bench.profile()
+            if profile:
+                out.append(who + "engine time by figure: " + ", ".join(
+                    f"{fig} {seconds:.0f} s" for fig, seconds in profile.items()
+                    if seconds >= 0.5))
         peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-        out.append(f"suite process peak RSS {peak_mb:.0f} MB ({len(bench.order)} variants)")
+        count = sum(len(b.order) for b in self.benches.values())
+        out.append(f"suite process peak RSS {peak_mb:.0f} MB ({count} variants"
+                   + (f" of {len(self.benches)} models)" if len(self.benches) > 1 else ")"))
         return out
 
     def rows(self) -> list[dict]:
-        order = [v for v in (self._selected or []) if v in self.bench.order]
-        order += [v for v in self.bench.order if v not in order]
-        return self.bench.rows(order)
+        """Every measured case's row, in run order, with its ``model``; another model's rows
+        are named by their case id (``mobilenet_v3_large:int8-ptq``)."""
+        out = []
+        first = next(iter(self.benches), None)
+        for model, bench in self.benches.items():
+            order = [v for v in self.model_variants(model) if v in bench.order]
+            order += [v for v in bench.order if v not in order]
+            for row in bench.rows(order):
+                if model != first:
+                    row["name"] = f"{model}:{row['name']}"
+                out.append({"model": model, **row})
+        return out
 
     def incomplete(self, exitstatus: int) -> str | None:
         """Why this run's results are incomplete (None when every navya test ran and none
@@ -599,17 +745,21 @@ class SuiteSession:
         names the file and the key)."""
         from navya.bench import REFERENCE
         from navya.budgets import BaselineError, BudgetError, load_budgets, read_baseline
-        from navya.catalogue import variant_names
+        from navya.catalogue import DEFAULT_MODEL, variant_names
 
-        try:
-            load_budgets(self._path_opt("navya_budgets", "benchmarks/budgets.toml"),
-                         variant_names(),
-                         require=[v for v in self.selected_variants() if v != REFERENCE])
-        except BudgetError as exc:
-            raise pytest.UsageError(str(exc)) from None
-        folder = self._path_opt("navya_baselines", "benchmarks/baselines")
+        base = self._path_opt("navya_baselines", "benchmarks/baselines")
+        folders = []
+        for model in self.selected_models():
+            own = model != DEFAULT_MODEL
+            try:
+                load_budgets(self._budgets_path(), variant_names(), model=model if own else None,
+                             require=[v for v in self.model_variants(model) if v != REFERENCE])
+            except BudgetError as exc:
+                raise pytest.UsageError(str(exc)) from None
+            folders.append(base / model if own else base)
         known = set(variant_names())
-        for path in sorted(folder.glob("*.json")) if folder.is_dir() else ():
+        paths = [p for folder in folders if folder.is_dir() for p in sorted(folder.glob("*.json"))]
+        for path in paths:
             if path.stem not in known:
                 raise pytest.UsageError(f"{path}: a baseline for unknown variant "
                                         f"{path.stem!r}; remove it or register the variant "
@@ -626,7 +776,56 @@ class SuiteSession:
         out_dir = Path(self.opt("navya_report_dir"))
         if not out_dir.is_absolute():
             out_dir = Path(self.config.invocation_params.dir) / out_dir
-        budgets = self.bench.budgets
-        return write_summary(out_dir, rows, row_columns(self.bench.workload.class_names),
-                             notes=self.notes, incomplete=incomplete,
-                             budgets=budgets.variants if budgets is not None else None)
+        first = next(iter(self.benches))
+        budgets = {}
+        for model, bench in self.benches.items():
+            if bench.budgets is not None:
+                budgets.update({v if model == first else f"{model}:{v}": b
+                                for v, b in bench.budgets.variants.items()})
+        paths = write_summary(out_dir, rows,
+                              ["model", *row_columns(self.bench.workload.class_names)],
+                              notes=self.notes, incomplete=incomplete, budgets=budgets)
+        return paths + self._write_page(out_dir, rows, budgets, incomplete)
+
+    def _write_page(self, out_dir: Path, rows: list[dict], budgets: dict,
+                    incomplete: str | None) -> list[Path]:
+        """``index.html`` (:mod:`navya.webreport`) with ``run.json``, and this machine's speed
+        history (appended to by complete runs only)."""
+        from navya.metrics.measure import git_commit, utc_now
+        from navya.runtime import machine_slug
+        from navya.webreport import append_history, page_names, write_html_report, write_run
+
+        first = next(iter(self.benches))
+        verdicts: dict[str, dict[str, dict]] = {}
+        models = {}
+        for model, bench in self.benches.items():
+            models[model] = dict(bench.workload.provenance)
+            for variant, checks in bench.verdicts.items():
+                case = variant if model == first else f"{model}:{variant}"
+                verdicts[case] = {key: {"outcome": v.outcome.value, "message": v.message,
+                                        "measured": v.measured, "limit": v.limit, "model": model}
+                                  for key, v in checks.items()}
+        machine = dict(self.bench.machine)
+        slug = machine_slug(machine)
+        history = out_dir.parent / "history" / f"{slug}.csv"
+        created, commit = utc_now(), git_commit()
+        if not incomplete:
+            append_history(history, rows, timestamp=created, git_commit=commit)
+        bench_json = self.opt("benchmark_json") if self._has_opt("benchmark_json") else None
+        record = {"created": created, "git_commit": commit, "incomplete": incomplete,
+                  "machine": machine, "machine_slug": slug, "models": models,
+                  "verdicts": verdicts, "budgets": budgets, "notes": list(self.notes),
+                  "history_path": str(history),
+                  "benchmark_json": getattr(bench_json, "name", bench_json) or None}
+        run = write_run(out_dir, record, page_names(bool(incomplete))["run"])
+        if not incomplete:  # a complete set replaces an incomplete one
+            for name in page_names(True).values():
+                (out_dir / name).unlink(missing_ok=True)
+        return [run, *write_html_report(out_dir, rows, record, history_path=history)]
+
+    def _has_opt(self, name: str) -> bool:
+        try:
+            self.config.getoption(name)
+        except ValueError:
+            return False
+        return True

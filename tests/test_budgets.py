@@ -191,3 +191,28 @@ def test_committed_baselines_are_well_formed():
     assert files and {f.stem for f in files} <= set(variant_names())
     for f in files:
         assert read_baseline(f, f.stem)["figures"]["map"] >= 0
+
+
+def test_a_model_section_has_its_own_variants_and_inherits_the_tolerances(tmp_path):
+    from navya.budgets import budget_models
+
+    path = tmp_path / "budgets.toml"
+    path.write_text("[tolerances]\nmap_abs = 0.003\n\n[variants.int8-ptq]\nmin_size_ratio = 3.8\n\n"
+                    "[models.v3.tolerances]\nap_abs = 0.02\n\n"
+                    "[models.v3.variants.int8-ptq]\nmin_size_ratio = 3.5\n")
+    assert budget_models(path) == ["v3"]
+    top = load_budgets(path)
+    v3 = load_budgets(path, model="v3", require=["int8-ptq"])
+    assert top.for_variant("int8-ptq") == {"min_size_ratio": 3.8}
+    assert v3.for_variant("int8-ptq") == {"min_size_ratio": 3.5}
+    assert v3.tolerances["map_abs"] == 0.003 and v3.tolerances["ap_abs"] == 0.02
+    with pytest.raises(BudgetError, match=r"no section \[models\.v4\]"):
+        load_budgets(path, model="v4")
+    with pytest.raises(BudgetError, match=r"no budget for variant\(s\) fp32-fused of model v3"):
+        load_budgets(path, model="v3", require=["fp32-fused"])
+    path.write_text("[models.v3.variants.int8-ptq]\nmin_size_ratio = -1\n")
+    with pytest.raises(BudgetError, match=r"models\.v3\.variants\.int8-ptq\.min_size_ratio = -1"):
+        load_budgets(path)  # every section is validated, whichever is asked for
+    path.write_text("[models.v3.budgets]\nx = 1\n")
+    with pytest.raises(BudgetError, match=r"unknown section\(s\) \['budgets'\] in \[models\.v3\]"):
+        load_budgets(path)

@@ -293,7 +293,78 @@ def test_plot_names_the_fastest_and_shows_the_gains(tmp_path: Path) -> None:
 
     out = plot_tradeoff(_runtime_rows(), tmp_path / "t.png")
     with Image.open(out) as img:
-        assert img.size == (1320, 880)  # taller with the gains panel
+        with_gains = img.size
     out = plot_tradeoff(_suite_rows(), tmp_path / "u.png")
     with Image.open(out) as img:
-        assert img.size == (1320, 660)
+        without = img.size
+    assert with_gains[0] == without[0] and with_gains[1] > without[1]  # the gains panel
+
+
+def _thirty_rows():
+    """30 variants of two models on four runtimes, many of them nearly on top of each other
+    (the hard case for labels): speedups 1.00-1.04 and 3.0-3.1, drops within 0.1 points."""
+    from navya.catalogue import variant_names
+
+    names = [n for n in variant_names() if n != "fp32"]
+    rows = [{"model": "mobilenet_v2", "variant": "fp32", "name": "fp32", "map": 0.86,
+             "speedup": None, "map_drop_points": 0.0, "latency_ms_median": 36.0,
+             "size_mb": 13.2, "status": "reference"}]
+    rng = __import__("random").Random(0)
+    for i in range(29):
+        model = "mobilenet_v2" if i < 20 else "mobilenet_v3_large"
+        base = names[i % len(names)]
+        name = base if model == "mobilenet_v2" else f"{model}:{base}"
+        fast = i % 2
+        speedup = (3.0 if fast else 1.0) + rng.uniform(0, 0.1 if fast else 0.04)
+        drop = rng.uniform(0.0, 0.1) if i % 7 else 60.0 + i  # a few destroyed ones
+        rows.append({"model": model, "variant": name, "name": name, "map": 0.86 - drop / 100,
+                     "speedup": speedup, "map_drop_points": drop,
+                     "latency_ms_median": 36.0 / speedup, "size_mb": 13.2 / (1 + 3 * fast),
+                     "status": "FAIL: min_speedup" if i % 5 == 0 else "PASS"})
+    rows.append({"model": "mobilenet_v3_large", "variant": "mobilenet_v3_large:fp32",
+                 "name": "mobilenet_v3_large:fp32", "map": 0.80, "speedup": None,
+                 "map_drop_points": 0.0, "latency_ms_median": 30.0, "size_mb": 8.0,
+                 "status": "reference"})
+    budgets = {r["name"]: {"max_map_drop_points": 0.5, "min_speedup": 0.9 if r["speedup"]
+                           and r["speedup"] < 2 else 2.8} for r in rows}
+    return rows, budgets
+
+
+def test_the_tradeoff_plot_stays_legible_at_thirty_variants(tmp_path: Path) -> None:
+    """No two number labels overlap, none covers a marker's centre, every variant has a
+    row in the side table, failing variants are red, and the figure grows with the rows."""
+    from navya.report import tradeoff_figure
+
+    rows, budgets = _thirty_rows()
+    assert len(rows) == 31
+    fig = tradeoff_figure(rows, budgets=budgets)
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    ax = fig.axes[0]
+    labels = [t for t in ax.texts if t.get_gid() == "navya-label"]
+    assert sorted(int(t.get_text()) for t in labels) == list(range(1, 32))
+    from matplotlib.text import Text
+
+    boxes = [Text.get_window_extent(t, renderer) for t in labels]  # the text, not its leader
+    overlaps = [(labels[i].get_text(), labels[j].get_text()) for i in range(len(boxes))
+                for j in range(i + 1, len(boxes)) if boxes[i].overlaps(boxes[j])]
+    assert overlaps == []
+    centres = [ax.transData.transform(o) for c in ax.collections
+               for o in c.get_offsets()]
+    covered = [t.get_text() for t, b in zip(labels, boxes, strict=True)
+               if any(b.contains(x, y) for x, y in centres)]
+    assert covered == []
+    table = "\n".join(t.get_text() for t in fig.texts)
+    for r in rows:
+        assert r["name"].split(":")[-1][:34] in table
+    from matplotlib.colors import to_hex
+
+    reds = [c for c in ax.collections
+            if len(c.get_facecolors()) and to_hex(c.get_facecolors()[0], keep_alpha=False)
+            == to_hex("tab:red")]
+    assert len(reds) >= sum(r["status"].startswith("FAIL") for r in rows)
+    out = plot_tradeoff(rows, tmp_path / "thirty.png", budgets=budgets)
+    from PIL import Image
+
+    with Image.open(out) as img:
+        assert img.size[1] > 700

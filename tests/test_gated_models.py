@@ -1,0 +1,125 @@
+"""The suite gates several models in one run: each model against its own budgets section and
+its own baselines, rows named by model, and ``--navya-checkpoint`` still gating one model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from navya import catalogue
+from navya.catalogue import GatedModel
+from navya.data.synthetic import SyntheticConfig, generate
+from navya.data.voc import VOCDataset
+from navya.models import build_model, save_checkpoint
+
+REPO = Path(__file__).resolve().parents[1]
+
+pytest_plugins = ["pytester"]
+pytestmark = pytest.mark.integration
+
+BUDGETS = """
+[variants.fp32-fused]
+max_map_drop_points = 0.5
+min_size_ratio = 0.95
+
+[variants.int8-ptq]
+max_map_drop_points = 100
+min_size_ratio = 2.0
+
+[models.mobilenet_v3_large.variants.fp32-fused]
+max_map_drop_points = 0.5
+min_size_ratio = 0.95
+"""
+
+
+@pytest.fixture(scope="module")
+def two_models(tmp_path_factory):
+    root = tmp_path_factory.mktemp("voc")
+    generate(root, SyntheticConfig(splits={"train": 8, "val": 8}), workers=1)
+    names = VOCDataset(root, "val").class_names
+    models = {}
+    for name in catalogue.MODELS:
+        torch.manual_seed(0)
+        model = build_model(f"ssdlite_{name}", len(names) + 1, width_mult=0.25, image_size=96)
+        path = root / f"{name}.pt"
+        save_checkpoint(path, model.eval(), {"class_names": list(names)})
+        models[name] = GatedModel(name, str(path), f"tiny {name}")
+    return root, models
+
+
+def _run(pytester, root, *extra):
+    return pytester.runpytest_inprocess(
+        "-p", "no:cacheprovider", "-v", "--benchmark-disable", "--navya-data", str(root),
+        "--navya-budgets", "budgets.toml", "--navya-baselines", "baselines",
+        "--navya-eval-images", "8", "--navya-cache", "off", "--navya-no-rss",
+        "--navya-report-dir", "reports", *extra)
+
+
+def test_two_models_each_against_its_own_budgets_and_baselines(pytester, two_models,
+                                                                monkeypatch):
+    root, models = two_models
+    monkeypatch.setattr(catalogue, "MODELS", models)
+    for path in sorted((REPO / "benchmarks").glob("test_*.py")):
+        pytester.makepyfile(**{path.stem: path.read_text()})
+    (pytester.path / "budgets.toml").write_text(BUDGETS)
+    k = "map_drop or size_ratio or deterministic"
+    first = _run(pytester, root, "--navya-variants", "fp32,fp32-fused,int8-ptq", "-k", k,
+                 "--navya-update-baselines", "--navya-update-despite", "eval_images")
+    out = first.stdout.str()
+    assert first.ret == 0, out
+    for line in ["test_map_drop[fp32-fused] PASSED", "test_size_ratio[int8-ptq] PASSED",
+                 "test_map_drop[mobilenet_v3_large:fp32-fused] PASSED",
+                 "test_size_ratio[mobilenet_v3_large:fp32-fused] PASSED",
+                 # V3's section budgets no int8-ptq: said, not run
+                 "mobilenet_v3_large: not gated for int8-ptq",
+                 "fp32 mobilenet_v3_large against fp32 mobilenet_v2, same run: "]:
+        assert line in out, line
+    assert "mobilenet_v3_large:int8-ptq" not in out
+    base = pytester.path / "baselines"
+    assert sorted(p.name for p in base.glob("*.json")) == ["fp32-fused.json", "fp32.json",
+                                                           "int8-ptq.json"]
+    assert sorted(p.name for p in (base / "mobilenet_v3_large").glob("*.json")) == [
+        "fp32-fused.json", "fp32.json"]
+    # the V3 baselines are V3's: its checkpoint's hash, not V2's
+    import json
+
+    v2 = json.loads((base / "fp32.json").read_text())
+    v3 = json.loads((base / "mobilenet_v3_large" / "fp32.json").read_text())
+    assert (v2["provenance"]["checkpoint_sha256"] != v3["provenance"]["checkpoint_sha256"])
+    csv = (pytester.path / "reports" / "summary.csv").read_text().splitlines()
+    assert csv[0].startswith("model,")
+    assert sum(line.startswith("mobilenet_v3_large,mobilenet_v3_large:") for line in csv) == 2
+    # the second run is checked against each model's own baselines; a broken V3 baseline
+    # names its file
+    second = _run(pytester, root, "--navya-variants", "fp32,fp32-fused", "-k", k)
+    assert second.ret == 0, second.stdout.str()
+    assert ("test_deterministic_baseline[mobilenet_v3_large:fp32-fused] PASSED"
+            in second.stdout.str())
+    (base / "mobilenet_v3_large" / "fp32-fused.json").write_text("{broken")
+    third = _run(pytester, root, "--navya-variants", "fp32,fp32-fused", "-k", k)
+    assert third.ret != 0
+    assert "mobilenet_v3_large/fp32-fused.json" in third.stdout.str() + third.stderr.str()
+
+
+def test_one_checkpoint_gates_one_model_and_bad_model_names_are_usage_errors(
+        pytester, two_models, monkeypatch):
+    root, models = two_models
+    monkeypatch.setattr(catalogue, "MODELS", models)
+    for path in sorted((REPO / "benchmarks").glob("test_*.py")):
+        pytester.makepyfile(**{path.stem: path.read_text()})
+    (pytester.path / "budgets.toml").write_text(BUDGETS)
+    one = _run(pytester, root, "--navya-variants", "fp32,fp32-fused", "-k", "size_ratio",
+               "--navya-checkpoint", models["mobilenet_v3_large"].checkpoint)
+    assert one.ret == 0, one.stdout.str()
+    assert "test_size_ratio[fp32-fused] PASSED" in one.stdout.str()
+    assert "mobilenet_v3_large:" not in one.stdout.str()
+    bad = _run(pytester, root, "--navya-models", "mobilenet_v4")
+    assert bad.ret == pytest.ExitCode.USAGE_ERROR
+    assert "unknown model(s) mobilenet_v4; known: mobilenet_v2, mobilenet_v3_large" in (
+        bad.stderr.str())
+    both = _run(pytester, root, "--navya-models", "all", "--navya-checkpoint",
+                models["mobilenet_v2"].checkpoint)
+    assert both.ret == pytest.ExitCode.USAGE_ERROR
+    assert "--navya-checkpoint gates one model" in both.stderr.str()
