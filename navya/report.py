@@ -748,10 +748,9 @@ def tradeoff_figure(rows: Iterable[Row], *, budgets: Mapping[str, Any] | None = 
                 ax.plot([s, floor], [d, d], color=color, linewidth=0.6, alpha=0.45, zorder=2)
                 ax.scatter([floor], [d], marker="|", s=60, color=color, linewidths=1.2,
                            alpha=0.8, zorder=3)
-        for m, best in fastest.items():
-            if best is not None and best is row:
-                ax.scatter([s], [y], s=260, marker="o", facecolors="none",
-                           edgecolors="tab:green", linewidths=2.0, zorder=5)
+        if any(best is row for best in fastest.values()):
+            ax.scatter([s], [y], s=260, marker="o", facecolors="none",
+                       edgecolors="tab:green", linewidths=2.0, zorder=5)
         xy.append((s, y))
         labels.append(str(i))
         mi = models.index(row.get("model")) + 1
