@@ -54,32 +54,58 @@ def _train(args: argparse.Namespace) -> int:
     from navya.models import build_model, load_checkpoint, save_checkpoint
     from navya.train import TrainConfig, train
 
-    size = load_checkpoint(args.init)[0].image_size if args.init else args.image_size
+    import torch
+
+    from navya.models.init import (
+        load_matching,
+        resolve_backbone_weights,
+        torchvision_backbone_state,
+    )
+
+    if args.init and args.backbone_weights:
+        raise CLIError("--init and --backbone-weights both give the initial weights: pick one")
+    source_model, ckpt = load_checkpoint(args.init) if args.init else (None, None)
+    size = source_model.image_size if source_model is not None else args.image_size
     train_set = _load_dataset(args.data, args.split, limit=args.limit, args=args,
                               decode_size=size)
     names = train_set.class_names
-    if args.init:
-        model, ckpt = load_checkpoint(args.init)
+    torch.manual_seed(args.seed)  # the initial weights: same --seed, same model
+    init: dict = {}
+    if source_model is not None:
+        # every tensor that fits by name and shape; other classes: fresh classification heads
+        model = build_model(ckpt.arch, len(names) + 1, **ckpt.model_config)
+        report = load_matching(model, source_model.state_dict(), str(args.init))
+        init = {"checkpoint": str(args.init), "sha256": _file_sha256(args.init),
+                "classes": list(ckpt.class_names), **report.as_dict()}
         if tuple(ckpt.class_names) != tuple(names):
-            raise CLIError(f"{args.init}: classes {ckpt.class_names} differ from the data's {names}")
+            print(f"--init {args.init}: classes {', '.join(ckpt.class_names)} -> "
+                  f"{', '.join(names)}: the classification heads start afresh")
+        print(report.summary())
     else:
-        import torch
-
-        torch.manual_seed(args.seed)  # the initial weights: same --seed, same model
         model = build_model(args.arch, len(names) + 1, width_mult=args.width,
                             image_size=args.image_size)
+        if args.backbone_weights:
+            state, origin = resolve_backbone_weights(args.backbone_weights)
+            report = load_matching(model, torchvision_backbone_state(model, state),
+                                   str(args.backbone_weights), scope="core.backbone.")
+            init = {**origin, **report.as_dict()}
+            print(report.summary())
+    hooks = []
+    if args.freeze_backbone:
+        from navya.train import freeze_backbone_for
+
+        hooks.append(freeze_backbone_for(args.freeze_backbone))
+        init["freeze_backbone_iters"] = args.freeze_backbone
     config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, optimizer=args.optimizer,
                          lr=args.lr, weight_decay=args.weight_decay, amp=args.amp,
                          seed=args.seed, max_iters=args.max_iters)
     state = Path(args.out).with_suffix(".state.pt")
-    import torch
-
     if args.threads:
         torch.set_num_threads(args.threads)
     data_id = {"data": str(Path(args.data).resolve()), "split": args.split,
                "limit": args.limit, "fingerprint": read_fingerprint(train_set.voc_dir)}
     result = train(model, train_set, config, state_path=state, resume=args.resume,
-                   state_every_s=args.state_every, data_id=data_id)
+                   state_every_s=args.state_every, data_id=data_id, hooks=hooks)
     meta = {
         "class_names": list(names),
         "train_config": {**config.__dict__},
@@ -90,6 +116,7 @@ def _train(args: argparse.Namespace) -> int:
         "train_iterations": result.iterations,
         "final_loss": result.losses[-1] if result.losses else None,
         "command": " ".join(sys.argv),
+        "init": init or None,  # where the initial weights came from (None: from scratch)
     }
     if args.val_split:
         val = _load_dataset(args.data, args.val_split, class_names=names, args=args,
@@ -102,6 +129,12 @@ def _train(args: argparse.Namespace) -> int:
     save_checkpoint(args.out, model, meta)
     print(f"saved {args.out} ({result.iterations} iterations, {result.seconds / 60:.1f} min)")
     return 0
+
+
+def _file_sha256(path) -> str:
+    from navya.models.checkpoint import sha256_file
+
+    return sha256_file(path)
 
 
 def _evaluate(args: argparse.Namespace) -> int:
@@ -401,7 +434,15 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--max-iters", type=int, default=None)
     t.add_argument("--limit", type=int, default=None, help="use the first N training images")
     t.add_argument("--threads", type=int, default=None)
-    t.add_argument("--init", default=None, help="start from this checkpoint (fine-tune)")
+    t.add_argument("--init", default=None,
+                   help="start from this checkpoint (fine-tune): every tensor that fits by "
+                        "name and shape is loaded; other classes get fresh classification heads")
+    t.add_argument("--backbone-weights", default=None, metavar="FILE|NAME",
+                   help="ImageNet backbone weights: a state dict file in torchvision's layout, "
+                        "or a torchvision weights name (MobileNet_V2_Weights.IMAGENET1K_V1, "
+                        "MobileNet_V3_Large_Weights.IMAGENET1K_V1; downloaded by torchvision)")
+    t.add_argument("--freeze-backbone", type=int, default=0, metavar="N",
+                   help="keep the backbone's weights fixed for the first N iterations")
     t.add_argument("--resume", action="store_true", help="continue from <out>.state.pt")
     t.add_argument("--state-every", type=float, default=120.0, metavar="SECONDS",
                    help="save the training state (<out>.state.pt) this often within an "

@@ -215,6 +215,22 @@ class _CoreCapture:
         self.x, self.out = args[0], output
 
 
+def freeze_backbone_for(iterations: int) -> Hook:
+    """A hook that keeps ``model.core.backbone``'s parameters fixed (no gradient, so the
+    optimizer leaves them alone) for the first ``iterations`` steps, then trains them."""
+    if iterations < 0:
+        raise TrainError(f"freeze iterations must be >= 0, got {iterations!r}")
+
+    def hook(model: nn.Module, iteration: int) -> None:
+        frozen = iteration < iterations
+        for p in model.core.backbone.parameters():
+            p.requires_grad_(not frozen)
+            if frozen:
+                p.grad = None
+
+    return hook
+
+
 def train(
     model: nn.Module,
     dataset: Dataset,
