@@ -49,18 +49,17 @@ def _load_dataset(data: str, split: str, class_names=None, limit=None, *, args=N
 
 
 def _train(args: argparse.Namespace) -> int:
+    import torch
+
     from navya.data.synthetic import read_fingerprint
     from navya.metrics.evaluate import evaluate_model
     from navya.models import build_model, load_checkpoint, save_checkpoint
-    from navya.train import TrainConfig, train
-
-    import torch
-
     from navya.models.init import (
         load_matching,
         resolve_backbone_weights,
         torchvision_backbone_state,
     )
+    from navya.train import TrainConfig, train
 
     if args.init and args.backbone_weights:
         raise CLIError("--init and --backbone-weights both give the initial weights: pick one")

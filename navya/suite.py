@@ -494,14 +494,22 @@ class SuiteSession:
 
         if model in self._model_variants:
             return self._model_variants[model]
+        from navya.catalogue import get_variant
+
         selected = self.selected_variants()
         if model == DEFAULT_MODEL:
-            self._model_variants[model] = selected
-            return selected
+            names = [n for n in selected if get_variant(n).fits(model)]
+            left = [n for n in selected if n not in names]
+            if left and self.opt("navya_variants"):
+                self.notes.append(f"{model}: not run for {', '.join(left)} (variants of "
+                                  "another model)")
+            self._model_variants[model] = names
+            return names
         gated = load_budgets(self._budgets_path(), variant_names(), model=model).variants
         spec = (self.opt("navya_variants") or "").strip()
         slow = set() if spec else set(variant_names("slow"))
-        known = [n for n in variant_names() if n == REFERENCE or n in gated]
+        known = [n for n in variant_names()
+                 if (n == REFERENCE or n in gated) and get_variant(n).fits(model)]
         if spec and spec != "all":
             names = [n for n in known if n in selected]
             left = [n for n in selected if n not in gated and n != REFERENCE]

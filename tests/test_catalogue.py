@@ -100,9 +100,20 @@ def test_config_to_dict_is_json_and_nests():
 
 
 def test_builtin_variants_in_the_order_of_the_budgets_file():
+    """The default model budgets every variant that fits it, in registration order; another
+    model's section budgets only variants that fit it, and every variant of one model only."""
+    from navya.catalogue import DEFAULT_MODEL, MODELS
+
     with open(REPO / "benchmarks" / "budgets.toml", "rb") as f:
-        budgeted = list(tomllib.load(f)["variants"])
-    assert variant_names() == budgeted
+        data = tomllib.load(f)
+    fits = [n for n in variant_names() if get_variant(n).fits(DEFAULT_MODEL)]
+    assert fits == list(data["variants"])
+    for model, section in data.get("models", {}).items():
+        assert model in MODELS
+        assert all(get_variant(n).fits(model) for n in section["variants"])
+    for name in variant_names():
+        if get_variant(name).models:
+            assert any(name in data["models"][m]["variants"] for m in get_variant(name).models)
 
 
 def test_variants_are_data():
