@@ -232,9 +232,10 @@ def test_untouched_run_passes_and_writes_reports(suite, pytester):
     assert "navya summary" in out and "fp32-fused" in out
     reports = pytester.path / "reports"
     csv = (reports / "summary.csv").read_text().splitlines()
-    assert csv[0].startswith("name,map,map_voc07,eval_images")  # the engine's row schema
+    # the model of each row, then the engine's row schema
+    assert csv[0].startswith("model,name,map,map_voc07,eval_images")
     assert ",map_drop_points,size_ratio,zip_size_ratio,macs_reduction,speedup," in csv[0]
-    assert [line.split(",")[0] for line in csv[1:]] == ["fp32", "fp32-fused"]
+    assert [line.split(",")[1] for line in csv[1:]] == ["fp32", "fp32-fused"]
     assert (reports / "tradeoff.png").read_bytes().startswith(b"\x89PNG")
     assert "| fp32-fused | PASS" in (reports / "summary.md").read_text()
 
@@ -253,7 +254,7 @@ def test_baselines_refresh_only_from_a_complete_comparable_run_and_then_guard(su
     assert "test_crash[fp32-fused] (call)" in out and "not the default 500" in out
     assert not (pytester.path / "baselines").exists()
     rows = (pytester.path / "reports" / "summary.csv").read_text().splitlines()
-    crashed = next(r for r in rows if r.startswith("fp32-fused,"))
+    crashed = next(r for r in rows if r.startswith("mobilenet_v2,fp32-fused,"))
     assert "ERROR: test_crash[fp32-fused] call: ValueError: boom" in crashed
     (pytester.path / "test_crash.py").unlink()
 
