@@ -389,7 +389,10 @@ def model_comparison(rows: Sequence[Row]) -> list[str]:
             parts.append(f"{what} {a * scale:.{digits}f}{unit} vs {b * scale:.{digits}f}{unit}"
                          + (f" ({a / b:.2f}x)" if key != "map" and b else
                             f" ({(a - b) * 100:+.2f} pts)" if key == "map" else ""))
-        out.append(f"fp32 {model} against fp32 {first}, same run: " + ", ".join(parts))
+        reused = [m for m, x in ((model, r), (first, base)) if x.get("measured") == "reused"]
+        out.append(f"fp32 {model} against fp32 {first}, same run: " + ", ".join(parts)
+                   + (f" (timings of {' and '.join(reused)} reused from an earlier passing run "
+                      "on the same inputs)" if reused else ""))
     return out
 
 

@@ -824,12 +824,20 @@ class SuiteSession:
                   "machine": machine, "machine_slug": slug, "models": models,
                   "verdicts": verdicts, "budgets": budgets, "notes": list(self.notes),
                   "history_path": str(history),
-                  "benchmark_json": getattr(bench_json, "name", bench_json) or None}
+                  "benchmark_json": self._abs(getattr(bench_json, "name", bench_json))}
         run = write_run(out_dir, record, page_names(bool(incomplete))["run"])
         if not incomplete:  # a complete set replaces an incomplete one
             for name in page_names(True).values():
                 (out_dir / name).unlink(missing_ok=True)
         return [run, *write_html_report(out_dir, rows, record, history_path=history)]
+
+    def _abs(self, path: Any) -> str | None:
+        """A path given on the command line, absolute (relative to the invocation folder)."""
+        if not path or not isinstance(path, str | os.PathLike):
+            return None
+        path = Path(path)
+        return str(path if path.is_absolute() else
+                   Path(self.config.invocation_params.dir) / path)
 
     def _has_opt(self, name: str) -> bool:
         try:

@@ -360,6 +360,13 @@ def render_html(rows: Sequence[Mapping[str, Any]], record: Mapping[str, Any], *,
         parts.append(f"<div class='banner good'>every budget and baseline check of "
                      f"{len(cases)} variants passed or was skipped (see below)</div>")
     parts.append("<h2>Verdicts per variant and budget</h2>" + _matrix(verdicts, rows))
+    if plot_png:
+        data = base64.b64encode(plot_png).decode()
+        parts.append("<h2>Speed against accuracy</h2><img class='plot' id='tradeoff' "
+                     f"alt='trade-off plot' src='data:image/png;base64,{data}'>")
+    parts.append("<h2>Per-class AP change against fp32</h2>" + _per_class(rows))
+    parts.append("<h2>Speed on this machine over time</h2>"
+                 + _trends(rows, history, str(record.get("machine_slug", ""))))
     rows_html = []
     for v in verdicts:
         cls = _outcome_class(v["outcome"])
@@ -374,13 +381,6 @@ def render_html(rows: Sequence[Mapping[str, Any]], record: Mapping[str, Any], *,
                  "<th>model</th><th>variant</th><th>check</th><th>measured</th><th>limit</th>"
                  "<th>message (the baseline it was compared with)</th></tr>"
                  + "".join(rows_html) + "</table>")
-    if plot_png:
-        data = base64.b64encode(plot_png).decode()
-        parts.append("<h2>Speed against accuracy</h2><img class='plot' id='tradeoff' "
-                     f"alt='trade-off plot' src='data:image/png;base64,{data}'>")
-    parts.append("<h2>Per-class AP change against fp32</h2>" + _per_class(rows))
-    parts.append("<h2>Speed on this machine over time</h2>"
-                 + _trends(rows, history, str(record.get("machine_slug", ""))))
     prov = [("CPU", machine.get("cpu_model")), ("ISA", ", ".join(machine.get("isa", []))),
             ("cores", machine.get("cores")), ("torch", machine.get("torch_version")),
             ("quantized engine", machine.get("quantized_engine")),
