@@ -49,6 +49,13 @@ def two_models(tmp_path_factory):
     return root, models
 
 
+def _benchmark_files(pytester):
+    """The suite's files these tests select from; in-process runs import them by module name,
+    so none may share a name with a module of tests/ (test_latency, test_memory do)."""
+    for name in ("test_accuracy", "test_baselines", "test_size"):
+        pytester.makepyfile(**{name: (REPO / "benchmarks" / f"{name}.py").read_text()})
+
+
 def _run(pytester, root, *extra):
     return pytester.runpytest_inprocess(
         "-p", "no:cacheprovider", "-v", "--benchmark-disable", "--navya-data", str(root),
@@ -61,8 +68,7 @@ def test_two_models_each_against_its_own_budgets_and_baselines(pytester, two_mod
                                                                 monkeypatch):
     root, models = two_models
     monkeypatch.setattr(catalogue, "MODELS", models)
-    for path in sorted((REPO / "benchmarks").glob("test_*.py")):
-        pytester.makepyfile(**{path.stem: path.read_text()})
+    _benchmark_files(pytester)
     (pytester.path / "budgets.toml").write_text(BUDGETS)
     k = "map_drop or size_ratio or deterministic"
     first = _run(pytester, root, "--navya-variants", "fp32,fp32-fused,int8-ptq", "-k", k,
@@ -107,8 +113,7 @@ def test_one_checkpoint_gates_one_model_and_bad_model_names_are_usage_errors(
         pytester, two_models, monkeypatch):
     root, models = two_models
     monkeypatch.setattr(catalogue, "MODELS", models)
-    for path in sorted((REPO / "benchmarks").glob("test_*.py")):
-        pytester.makepyfile(**{path.stem: path.read_text()})
+    _benchmark_files(pytester)
     (pytester.path / "budgets.toml").write_text(BUDGETS)
     one = _run(pytester, root, "--navya-variants", "fp32,fp32-fused", "-k", "size_ratio",
                "--navya-checkpoint", models["mobilenet_v3_large"].checkpoint)
