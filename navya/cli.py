@@ -54,6 +54,7 @@ def _train(args: argparse.Namespace) -> int:
     from navya.data.synthetic import read_fingerprint
     from navya.metrics.evaluate import evaluate_model
     from navya.models import build_model, load_checkpoint, save_checkpoint
+    from navya.models.checkpoint import sha256_file
     from navya.models.init import (
         load_matching,
         resolve_backbone_weights,
@@ -74,7 +75,7 @@ def _train(args: argparse.Namespace) -> int:
         # every tensor that fits by name and shape; other classes: fresh classification heads
         model = build_model(ckpt.arch, len(names) + 1, **ckpt.model_config)
         report = load_matching(model, source_model.state_dict(), str(args.init))
-        init = {"checkpoint": str(args.init), "sha256": _file_sha256(args.init),
+        init = {"checkpoint": str(args.init), "sha256": sha256_file(args.init),
                 "classes": list(ckpt.class_names), **report.as_dict()}
         if tuple(ckpt.class_names) != tuple(names):
             print(f"--init {args.init}: classes {', '.join(ckpt.class_names)} -> "
@@ -128,12 +129,6 @@ def _train(args: argparse.Namespace) -> int:
     save_checkpoint(args.out, model, meta)
     print(f"saved {args.out} ({result.iterations} iterations, {result.seconds / 60:.1f} min)")
     return 0
-
-
-def _file_sha256(path) -> str:
-    from navya.models.checkpoint import sha256_file
-
-    return sha256_file(path)
 
 
 def _evaluate(args: argparse.Namespace) -> int:

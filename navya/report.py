@@ -634,16 +634,14 @@ def _place_labels(ax: Any, fig: Any, xy: Sequence[tuple[float, float]], texts: S
         return all((min(max(cx, x0), x1) - cx) ** 2 + (min(max(cy, y0), y1) - cy) ** 2
                    > marker_r ** 2 for cx, cy in px)
 
-    import math as _m
-
     artists = []
     for (cx, cy), text in zip(px, texts, strict=True):
         w = char_w * len(text) + 2
         best = None
         for radius in (10, 16, 23, 31, 40, 50, 62, 76, 92):
             for k in range(16):
-                ang = _m.pi / 4 + k * _m.pi / 8
-                tx, ty = cx + radius * _m.cos(ang), cy + radius * _m.sin(ang)
+                ang = math.pi / 4 + k * math.pi / 8
+                tx, ty = cx + radius * math.cos(ang), cy + radius * math.sin(ang)
                 box = (tx - w / 2, ty - h / 2, tx + w / 2, ty + h / 2)
                 if free(box):
                     best = (tx, ty, box, radius)

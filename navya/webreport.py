@@ -292,10 +292,10 @@ def _matrix(verdicts: Sequence[Mapping[str, Any]], rows: Sequence[Mapping[str, A
     grid: dict[str, dict[str, Mapping[str, Any]]] = {}
     for v in verdicts:
         grid.setdefault(v["case"], {})[v["key"]] = v
+    position = {_label(r): i for i, r in enumerate(rows)}
     order = sorted(grid, key=lambda c: (not any(x["outcome"] in ("fail", "error")
                                                 for x in grid[c].values()),
-                                        [_label(r) for r in rows].index(c)
-                                        if c in [_label(r) for r in rows] else 1e9))
+                                        position.get(c, len(position))))
     symbol = {"pass": "✓", "updated": "✓", "fail": "✗", "error": "!"}
     head = "".join(f"<th>{_e(k)}</th>" for k in keys)
     body = []

@@ -22,7 +22,6 @@ blocks do not fit an ImageNet V3-Large classifier and start afresh.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +31,7 @@ import torch
 from torch import nn
 
 from navya.errors import NavyaError
+from navya.models.checkpoint import sha256_file
 
 __all__ = ["InitError", "InitReport", "load_matching", "resolve_backbone_weights",
            "torchvision_backbone_state"]
@@ -151,14 +151,6 @@ def torchvision_backbone_state(model: nn.Module, state: dict[str, torch.Tensor]
     return {rename[k]: v for k, v in state.items() if k in rename}
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def resolve_backbone_weights(spec: str | os.PathLike) -> tuple[dict[str, torch.Tensor],
                                                                dict[str, Any]]:
     """The state dict named by ``spec`` and where it came from: a file (``{"file": path,
@@ -177,7 +169,7 @@ def resolve_backbone_weights(spec: str | os.PathLike) -> tuple[dict[str, torch.T
             state = state["state_dict"]
         if not isinstance(state, dict):
             raise InitError(f"{path}: holds a {type(state).__name__}, not a state dict")
-        return state, {"file": str(path), "sha256": _sha256(path)}
+        return state, {"file": str(path), "sha256": sha256_file(path)}
     from torchvision.models import get_weight
 
     try:
