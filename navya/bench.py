@@ -47,6 +47,7 @@ from navya.budgets import (
     BudgetCheck,
     Budgets,
     baseline_path,
+    class_baselines,
     compare_baseline,
     provenance_mismatch,
     read_baseline,
@@ -496,7 +497,34 @@ class Bench:
         from navya.catalogue import get_variant
         from navya.compress.deploy import unavailable_reason
 
-        return unavailable_reason(get_variant(variant).config)
+        v = get_variant(variant)
+        return v.not_applicable(self.cpu_class(variant)) or unavailable_reason(v.config)
+
+    def kernel_dependent(self, variant: str) -> bool:
+        """Whether the variant's figures depend on the CPU's kernel class (INT8 and half
+        precision, on every runtime): its baselines and budgets are then kept per class. A
+        prebuilt model (``models``) is judged by the same rule: quantized or half tensors."""
+        if variant in self._models:
+            model = self._models[variant]
+            return any(t.is_quantized or t.dtype in (torch.bfloat16, torch.float16)
+                       for t in model.state_dict().values() if isinstance(t, torch.Tensor))
+        from navya.catalogue import get_variant
+
+        return get_variant(variant).kernel_dependent
+
+    def cpu_class(self, variant: str | None = None) -> str:
+        """The CPU class (:mod:`navya.cpuclass`) ``variant``'s kernels run at here: torch's
+        own kernels at :func:`~navya.cpuclass.kernel_class` (restrictions honoured), a runtime
+        that no environment restricts at the host's class."""
+        from navya.cpuclass import UNRESTRICTABLE
+
+        if variant is None or variant in self._models:
+            return self.machine["kernel_class"]
+        from navya.catalogue import get_variant
+
+        if get_variant(variant).runtime in UNRESTRICTABLE:
+            return self.machine["cpu_class"]
+        return self.machine["kernel_class"]
 
     def model(self, variant: str) -> nn.Module:
         """The variant's model in eval mode (built once; the transform time is recorded)."""
@@ -1254,13 +1282,23 @@ class Bench:
             return self._record(Verdict(
                 variant, key, Outcome.NOT_APPLICABLE,
                 f"{variant} is the reference that {key} is measured against"))
-        limit = None if self.budgets is None else self.budgets.for_variant(variant).get(key)
+        cls = self.cpu_class(variant)
+        limit, source = ((None, "no budget") if self.budgets is None
+                         else self.budgets.lookup(variant, key, cls))
         try:
             measured = self.budget_figure(variant, key)
         except Exception as exc:
             self._record(Verdict(variant, key, Outcome.ERROR,
                                  f"{key} of {variant!r} could not be measured: {exc}"))
             raise
+        if source == "no budget for class":
+            return self._record(Verdict(
+                variant, key, Outcome.NO_BUDGET,
+                f"NO BUDGET FOR CLASS {cls}: variant {variant!r} has {key} only for CPU "
+                f"class(es) {', '.join(self.budgets.classes_with(variant, key))} in "
+                f"{self.budgets.path}; measured {measured:.4g} on this {cls} machine (add "
+                f"[classes.{cls}.variants.{variant}] {key} = ... to guard it here)",
+                measured=measured))
         if limit is None:
             where = self.budgets.path if self.budgets is not None else "the budgets"
             return self._record(Verdict(
@@ -1276,6 +1314,8 @@ class Bench:
             check = BudgetCheck(variant, key, measured, limit)
             note = (f" (median of {len(runs)} fresh runs, the first {first:.4g}: "
                     + ", ".join(f"{r.speedup:.4g}" for r in runs) + ")")
+        if source == "class":
+            note += f" (the budget of CPU class {cls})"
         return self._record(Verdict(variant, key, Outcome.PASS if check.passed else Outcome.FAIL,
                                     check.message() + note, measured=measured, limit=limit))
 
@@ -1294,6 +1334,9 @@ class Bench:
         """What the variant's deterministic figures depend on (the workload's provenance and
         the variant's config)."""
         out = {**self.workload.provenance, "config": self.config_dict(variant)}
+        if self.kernel_dependent(variant):
+            out["cpu_class"] = self.cpu_class(variant)
+        out["cpu"] = {"model": self.machine["cpu_model"], "class": self.machine["cpu_class"]}
         core = getattr(self.peek(Fig.MODEL, variant), "core", None)
         runtime = getattr(core, "runtime", "")
         if runtime:  # informational, like torch_version: a runtime's version moves its figures
@@ -1307,7 +1350,8 @@ class Bench:
         if self.baselines_dir is None:
             return self._record(Verdict(variant, "baseline", Outcome.NO_BASELINE,
                                         "NO BASELINE: no baselines folder was given"))
-        path = baseline_path(self.baselines_dir, variant)
+        cls = self.cpu_class(variant) if self.kernel_dependent(variant) else None
+        path = baseline_path(self.baselines_dir, variant, cls)
         figures = self.deterministic_figures(variant)
         provenance = self.provenance(variant)
         if update:
@@ -1317,6 +1361,16 @@ class Bench:
                 f"baseline of {variant!r} measured; {path} is rewritten with the others at "
                 "the end of the run, if the run is complete and comparable"))
         baseline = read_baseline(path, variant)
+        if baseline is None and cls is not None:
+            others = class_baselines(self.baselines_dir, variant)
+            if others:
+                return self._record(Verdict(
+                    variant, "baseline", Outcome.NOT_COMPARABLE,
+                    f"BASELINE NOT COMPARABLE (recorded on {', '.join(others)}, this machine "
+                    f"is {cls}): the figures of {variant!r} depend on the CPU's kernels and "
+                    f"are compared only within a class; record this class's with `pytest "
+                    f"benchmarks/ --navya-update-baselines` on a {cls} machine (writes "
+                    f"{path}; other classes' files are left alone)"))
         if baseline is None:
             return self._record(Verdict(
                 variant, "baseline", Outcome.NO_BASELINE,

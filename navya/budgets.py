@@ -12,7 +12,16 @@ Budgets file (TOML, ``benchmarks/budgets.toml``)::
     min_speedup = 3.0             # t(fp32) / t(variant), threads=1, interleaved, same run
     max_peak_mem_mb = 40          # peak bytes allocated during one inference call, MB
 
-Unknown sections, keys or variants are errors that name the file and the key.
+    [classes.avx2.variants.int8-ptq]  # per CPU class (navya.cpuclass): overrides the above
+    min_speedup = 1.5             # on that class only
+
+    required_classes = ["avx512_vnni"]  # optional: a run on another class is a usage error
+
+A budget holds on every class unless a class overrides it. A budget that only some classes set
+(the figures that depend on the CPU's kernels: INT8 and half-precision speed and accuracy) is
+``NO BUDGET FOR CLASS <class>`` on the others: loud, with the measured value, never a failure.
+
+Unknown sections, keys, variants or classes are errors that name the file and the key.
 
 Baselines (``benchmarks/baselines/<variant>.json``) hold the deterministic figures of a variant
 (mAP, AP per class, size, MACs, sparsity, parameters) with the provenance they depend on
@@ -33,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from navya._io import atomic_write_text
+from navya.cpuclass import CLASSES
 from navya.errors import NavyaError
 
 BUDGET_KEYS: dict[str, str] = {
@@ -66,8 +76,10 @@ BASELINE_FIELDS: dict[str, str] = {
     "prunable_sparsity": "sparsity_abs",
 }
 #: What a baseline's figures depend on: a baseline whose provenance differs in any of these is
-#: not comparable (another checkpoint, data set, split, image count or variant config).
-PROVENANCE_FIELDS = ("checkpoint_sha256", "data_fingerprint", "eval_images", "split", "config")
+#: not comparable (another checkpoint, data set, split, image count, variant config or, for a
+#: variant whose figures depend on the CPU's kernels, CPU class).
+PROVENANCE_FIELDS = ("checkpoint_sha256", "data_fingerprint", "eval_images", "split", "config",
+                     "cpu_class")
 
 
 class BudgetError(NavyaError, ValueError):
@@ -80,17 +92,42 @@ class BaselineError(NavyaError, ValueError):
 
 @dataclass(frozen=True)
 class Budgets:
-    """A budgets file: per-variant budgets, and the baseline tolerances (``trained``: those of
-    variants whose transform trains, tagged ``trains``, whose figures move with the CPU's
-    kernels and the seed)."""
+    """A budgets file: per-variant budgets, their per-CPU-class overrides (``classes``: class
+    -> variant -> budgets), the classes a run must be on (``required_classes``; empty: any),
+    and the baseline tolerances (``trained``: those of variants whose transform trains, tagged
+    ``trains``, whose figures move with the CPU's kernels and the seed)."""
 
     path: Path | None
     variants: dict[str, dict[str, float]]
     tolerances: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_TOLERANCES))
     trained_tolerances: dict[str, float] | None = None
+    classes: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
+    required_classes: tuple[str, ...] = ()
 
-    def for_variant(self, name: str) -> dict[str, float]:
-        return self.variants.get(name, {})
+    def for_variant(self, name: str, cpu_class: str | None = None) -> dict[str, float]:
+        """The variant's budgets on ``cpu_class``: the default section's, overridden by the
+        class's (None: the default section's alone)."""
+        out = dict(self.variants.get(name, {}))
+        if cpu_class is not None:
+            out.update(self.classes.get(cpu_class, {}).get(name, {}))
+        return out
+
+    def classes_with(self, name: str, key: str) -> list[str]:
+        """The classes whose own section sets budget ``key`` of variant ``name``."""
+        return [c for c, table in self.classes.items() if key in table.get(name, {})]
+
+    def lookup(self, name: str, key: str, cpu_class: str | None) -> tuple[float | None, str]:
+        """``(limit, where)`` of budget ``key`` of variant ``name`` on ``cpu_class``: ``where``
+        is ``"class"`` (its class section), ``"default"``, ``"no budget for class"`` (only
+        other classes set it: :meth:`classes_with`) or ``"no budget"``."""
+        own = self.classes.get(cpu_class, {}).get(name, {}) if cpu_class is not None else {}
+        if key in own:
+            return own[key], "class"
+        if key in self.variants.get(name, {}):
+            return self.variants[name][key], "default"
+        if self.classes_with(name, key):
+            return None, "no budget for class"
+        return None, "no budget"
 
     def tolerances_for(self, trains: bool) -> dict[str, float]:
         if trains and self.trained_tolerances is not None:
@@ -173,12 +210,14 @@ def load_budgets(path: str | os.PathLike, known_variants: Iterable[str] | None =
     model's. Every model section is validated either way."""
     path = Path(path)
     data = _read_toml(path)
-    unknown = set(data) - {"tolerances", "trained_tolerances", "variants", "models"}
+    unknown = set(data) - {"tolerances", "trained_tolerances", "variants", "models", "classes",
+                           "required_classes"}
     if unknown:
         raise BudgetError(f"{path}: unknown section(s) {sorted(unknown)}; expected "
-                          "[tolerances], [trained_tolerances], [variants.<name>] and "
+                          "[tolerances], [trained_tolerances], [variants.<name>], "
+                          "[classes.<cpu class>.variants.<name>], required_classes and "
                           "[models.<model>...]")
-    top = _section(path, "", data, known_variants, DEFAULT_TOLERANCES, None)
+    top = _section(path, "", data, known_variants, DEFAULT_TOLERANCES, None, ())
     models = data.get("models", {})
     if not isinstance(models, dict):
         raise BudgetError(f"{path}: [models] must hold tables [models.<name>]")
@@ -186,12 +225,15 @@ def load_budgets(path: str | os.PathLike, known_variants: Iterable[str] | None =
     for name, table in models.items():
         if not isinstance(table, dict):
             raise BudgetError(f"{path}: [models.{name}] must be a table")
-        extra = set(table) - {"tolerances", "trained_tolerances", "variants"}
+        extra = set(table) - {"tolerances", "trained_tolerances", "variants", "classes",
+                              "required_classes"}
         if extra:
             raise BudgetError(f"{path}: unknown section(s) {sorted(extra)} in [models.{name}]; "
-                              "expected tolerances, trained_tolerances and variants.<name>")
+                              "expected tolerances, trained_tolerances, variants.<name>, "
+                              "classes.<cpu class>.variants.<name> and required_classes")
         sections[name] = _section(path, f"models.{name}.", table, known_variants,
-                                  top.tolerances, top.trained_tolerances)
+                                  top.tolerances, top.trained_tolerances,
+                                  top.required_classes)
     if model is None:
         chosen = top
     elif model in sections:
@@ -199,7 +241,8 @@ def load_budgets(path: str | os.PathLike, known_variants: Iterable[str] | None =
     else:
         raise BudgetError(f"{path}: no section [models.{model}] (budgets of model {model!r}); "
                           f"sections: {', '.join(sections) or 'none'}")
-    ungated = [name for name in require if not chosen.variants.get(name)]
+    ungated = [name for name in require if not chosen.variants.get(name)
+               and not any(table.get(name) for table in chosen.classes.values())]
     if ungated:
         where = f"[models.{model}.variants.<name>]" if model else "[variants.<name>]"
         raise BudgetError(f"{path}: no budget for variant(s) {', '.join(ungated)}"
@@ -211,15 +254,52 @@ def load_budgets(path: str | os.PathLike, known_variants: Iterable[str] | None =
 
 def _section(path: Path, prefix: str, data: Mapping, known_variants: Iterable[str] | None,
              default_tolerances: Mapping[str, float],
-             default_trained: Mapping[str, float] | None) -> Budgets:
+             default_trained: Mapping[str, float] | None,
+             default_required: tuple[str, ...]) -> Budgets:
     tolerances = _tolerances(path, f"{prefix}tolerances", data.get("tolerances", {}),
                              default_tolerances)
     trained = None if default_trained is None else dict(default_trained)
     if "trained_tolerances" in data:
         trained = _tolerances(path, f"{prefix}trained_tolerances", data["trained_tolerances"],
                               tolerances)
+    required = default_required
+    if "required_classes" in data:
+        value = data["required_classes"]
+        if (not isinstance(value, list) or not value
+                or not all(isinstance(c, str) for c in value)):
+            raise BudgetError(f"{path}: {prefix}required_classes must be a non-empty list of "
+                              f"CPU class names, got {value!r}")
+        for cls in value:
+            if cls not in CLASSES:
+                raise BudgetError(f"{path}: {prefix}required_classes: unknown CPU class "
+                                  f"{cls!r}; known: {', '.join(CLASSES)}")
+        required = tuple(value)
+    classes_table = data.get("classes", {})
+    if not isinstance(classes_table, dict):
+        raise BudgetError(f"{path}: [{prefix}classes] must hold tables "
+                          f"[{prefix}classes.<cpu class>.variants.<name>]")
+    classes: dict[str, dict[str, dict[str, float]]] = {}
+    for cls, table in classes_table.items():
+        if cls not in CLASSES:
+            raise BudgetError(f"{path}: [{prefix}classes.{cls}]: unknown CPU class {cls!r}; "
+                              f"known: {', '.join(CLASSES)}")
+        if not isinstance(table, dict) or set(table) - {"variants"}:
+            raise BudgetError(f"{path}: [{prefix}classes.{cls}] holds only "
+                              f"[{prefix}classes.{cls}.variants.<name>] tables")
+        classes[cls] = _variant_tables(path, f"{prefix}classes.{cls}.", table,
+                                       known_variants)
+    variants = _variant_tables(path, prefix, data, known_variants)
+    return Budgets(path, variants, tolerances, trained, classes, required)
+
+
+def _variant_tables(path: Path, prefix: str, data: Mapping,
+                    known_variants: Iterable[str] | None) -> dict[str, dict[str, float]]:
+    """The validated ``[<prefix>variants.<name>]`` tables of ``data``."""
     known = set(known_variants) if known_variants is not None else None
     variants: dict[str, dict[str, float]] = {}
+    if not isinstance(data.get("variants", {}), dict):
+        raise BudgetError(f"{path}: [{prefix}variants] must hold tables "
+                          f"[{prefix}variants.<name>]")
     for name, entry in data.get("variants", {}).items():
         where = f"{prefix}variants.{name}"
         if known is not None and name not in known:
@@ -239,7 +319,7 @@ def _section(path: Path, prefix: str, data: Mapping, known_variants: Iterable[st
                 raise BudgetError(f"{path}: {where}.{key} = {value!r} is outside its "
                                   f"meaningful range ({_range_text(*BUDGET_RANGES[key])})")
         variants[name] = checked
-    return Budgets(path, variants, tolerances, trained)
+    return variants
 
 
 def _tolerances(path: Path, section: str, table: Any, defaults: Mapping[str, float]
@@ -274,8 +354,27 @@ class Deviation:
                 f"(tolerance {self.tolerance:g} {self.kind})")
 
 
-def baseline_path(directory: str | os.PathLike, variant: str) -> Path:
-    return Path(directory) / f"{variant}.json"
+#: Where the baselines of kernel-dependent variants live, one folder per CPU class:
+#: ``<baselines>/classes/<class>/<variant>.json``.
+CLASSES_SUBDIR = "classes"
+
+
+def baseline_path(directory: str | os.PathLike, variant: str,
+                  cpu_class: str | None = None) -> Path:
+    """A variant's baseline file: ``<directory>/<variant>.json``, or with ``cpu_class`` (a
+    variant whose figures depend on the CPU's kernels)
+    ``<directory>/classes/<cpu_class>/<variant>.json``."""
+    if cpu_class is None:
+        return Path(directory) / f"{variant}.json"
+    return Path(directory) / CLASSES_SUBDIR / cpu_class / f"{variant}.json"
+
+
+def class_baselines(directory: str | os.PathLike, variant: str) -> list[str]:
+    """The CPU classes that have a baseline of ``variant`` in ``directory``, sorted."""
+    root = Path(directory) / CLASSES_SUBDIR
+    if not root.is_dir():
+        return []
+    return sorted(d.name for d in root.iterdir() if (d / f"{variant}.json").is_file())
 
 
 def _read_json(path: Path, what: str, fix: str) -> Any:

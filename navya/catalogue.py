@@ -68,10 +68,41 @@ class Variant:
     #: the gated models (:data:`MODELS`) it applies to; () = every model. A config that names
     #: a model's blocks (``keep_float``) fits that model only.
     models: tuple[str, ...] = ()
+    #: CPU class features it needs (:func:`navya.cpuclass.class_features`: ``"bf16"``,
+    #: ``"int8_dot"``) with why, e.g. ``(("bf16", "emulated without it: ..."),)``. On a
+    #: class without one the variant is NOT APPLICABLE: skipped loudly, never timed.
+    needs: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self) -> None:
         if not self.name or any(c.isspace() for c in self.name) or "," in self.name:
             raise ValueError(f"variant names are non-empty, without spaces or commas: {self.name!r}")
+        for feature, _why in self.needs:
+            if feature not in ("bf16", "int8_dot"):
+                raise ValueError(f"variant {self.name!r} needs unknown CPU feature "
+                                 f"{feature!r}; known: bf16, int8_dot")
+
+    @property
+    def runtime(self) -> str:
+        """The runtime that executes it: ``torch`` (eager), or a deployment runtime's name."""
+        return _RUNTIME_OF.get(type(self.config), "torch")
+
+    @property
+    def kernel_dependent(self) -> bool:
+        """Whether its figures depend on the CPU's kernel class: INT8 and half precision (tags
+        ``int8``/``half``), on every runtime. Their baselines and budgets are kept per class."""
+        return bool({"int8", "half"} & set(self.tags))
+
+    def not_applicable(self, cpu_class: str) -> str | None:
+        """Why it is not applicable on ``cpu_class`` (a feature of :attr:`needs` it lacks), or
+        None."""
+        from navya.cpuclass import class_features
+
+        have = class_features(cpu_class)
+        missing = [(f, why) for f, why in self.needs if not have[f]]
+        if not missing:
+            return None
+        return (f"NOT APPLICABLE ON {cpu_class}: {self.name} needs "
+                + "; ".join(f"{f} ({why})" for f, why in missing))
 
     def fits(self, model: str) -> bool:
         """Whether this variant applies to gated model ``model``."""
@@ -96,6 +127,12 @@ class Variant:
 
 
 _REGISTRY: dict[str, Variant] = {}
+_RUNTIME_OF = {OnnxRuntimeConfig: "onnxruntime", OpenVINOConfig: "openvino",
+               ExecuTorchConfig: "executorch-xnnpack"}
+#: why bf16 variants need native bf16 (AVX512-BF16 or AMX)
+_BF16_NEED = ("bf16", "native bf16 arithmetic, AVX512-BF16 or AMX: without it every bf16 "
+                      "operation is emulated by conversions, and a comparison of its speed "
+                      "with fp32 would not be fair")
 
 
 def register(variant: Variant) -> Variant:
@@ -180,7 +217,8 @@ register(Variant(
     "and it runs as fp32 (model.quantized_modules reports the count)",
     ("int8",)))
 register(Variant("bf16", HalfConfig("bf16"),
-                 "core in bfloat16 (Conv-BN fused), float pre/post-processing", ("half",)))
+                 "core in bfloat16 (Conv-BN fused), float pre/post-processing", ("half",),
+                 needs=(_BF16_NEED,)))
 register(Variant("fp16", HalfConfig("fp16"),
                  "core in float16 (Conv-BN fused), float pre/post-processing; tagged slow: "
                  "no native fp16 on x86 CPUs (measured 0.07x fp32 here)", ("half", "slow")))
@@ -224,7 +262,8 @@ register(Variant("openvino-int8", OpenVINOConfig("int8"),
                  "calibrated like int8-ptq", ("runtime", "int8")))
 register(Variant("openvino-bf16", OpenVINOConfig("bf16"),
                  "OpenVINO IR (f32 weights) run at the CPU plugin's bf16 inference precision; "
-                 "only where the CPU has native bf16", ("runtime", "half")))
+                 "only where the CPU has native bf16", ("runtime", "half"),
+                 needs=(_BF16_NEED,)))
 register(Variant("executorch-xnnpack-fp32", ExecuTorchConfig(),
                  "torch.export, lowered to an ExecuTorch .pte with the XNNPACK delegate",
                  ("runtime", "float")))

@@ -523,12 +523,50 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default: sensitivity)")
     n.set_defaults(func=_sensitivity)
 
+    h = sub.add_parser("history-check", help="the newest saved pytest-benchmark run against "
+                       "the previous ones, on same-run ratios to fp32 (tolerance from their "
+                       "spread); absolute medians shown as information")
+    h.add_argument("folder", nargs="?", default=".benchmarks")
+    h.add_argument("--fail", action="store_true", help="exit 1 when a figure is slower than "
+                   "its history allows")
+    h.set_defaults(func=_history_check)
+    d = sub.add_parser("doctor", help="this machine's CPU class, what each runtime's kernels "
+                       "use on it, and which budgets and baselines apply here")
+    d.add_argument("--budgets", default="benchmarks/budgets.toml")
+    d.add_argument("--baselines", default="benchmarks/baselines")
+    d.add_argument("--json", action="store_true", help="print JSON")
+    d.set_defaults(func=_doctor)
     r = sub.add_parser("report", help="the HTML report of a suite run again, from its "
                                       "summary.csv and run.json")
     r.add_argument("dir", nargs="?", default="reports/latest",
                    help="the run's report folder (default reports/latest)")
     r.set_defaults(func=_report)
     return p
+
+
+def _history_check(args: argparse.Namespace) -> int:
+    from navya.history import check_history
+
+    judgements, paths = check_history(args.folder)
+    if not paths:
+        print(f"no saved pytest-benchmark run under {args.folder}: nothing to check "
+              "(`pytest benchmarks/ --benchmark-autosave` saves one)")
+        return 0
+    print(f"newest run {paths[-1]}, against {min(len(paths) - 1, 10)} previous run(s):")
+    for j in judgements:
+        print("  " + j.line())
+    alarms = [j for j in judgements if j.alarm]
+    if alarms:
+        print(f"{len(alarms)} figure(s) slower than their history allows: "
+              + ", ".join(f"{k[0]} {k[2]}" for k in (j.key for j in alarms)))
+    return 1 if alarms and args.fail else 0
+
+
+def _doctor(args: argparse.Namespace) -> int:
+    from navya.doctor import doctor
+
+    print(doctor(Path(args.budgets), Path(args.baselines), as_json=args.json))
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -203,9 +203,14 @@ def machine_key(threads: int) -> dict[str, Any]:
     """What a speed ratio depends on besides the code: CPU model, the ISA features among
     :data:`ISA_FLAGS`, usable cores, torch version, timing threads and the quantized engine.
     Speed baselines are kept per key (:func:`machine_slug`)."""
+    from navya.cpuclass import host_class, kernel_class, restrictions_in_force
+
     info = _cpuinfo()
     flags = set((info.get("flags") or info.get("Features") or "").split())
+    host = host_class(flags)
     return {"cpu_model": cpu_model(), "isa": [f for f in ISA_FLAGS if f in flags],
+            "cpu_class": host, "kernel_class": kernel_class(host),
+            "restrictions": restrictions_in_force(),
             "cores": usable_cpus(), "torch_version": torch.__version__, "threads": int(threads),
             "quantized_engine": torch.backends.quantized.engine}
 
@@ -217,8 +222,12 @@ def machine_slug(key: dict[str, Any]) -> str:
 
     isa = [f for f in key.get("isa", []) if f in ("avx512_vnni", "avx512_bf16", "amx_int8",
                                                    "avx_vnni", "sve")]
+    # a run whose torch kernels are restricted below the host's class (navya.cpuclass) times
+    # other kernels: its own key
+    kernel = key.get("kernel_class")
+    restricted = [f"k{kernel}"] if kernel and kernel != key.get("cpu_class") else []
     parts = [key["cpu_model"], f"{key['cores']}c", *isa, f"torch{key['torch_version']}",
-             f"t{key['threads']}", key["quantized_engine"]]
+             f"t{key['threads']}", key["quantized_engine"], *restricted]
     slug = "-".join(re.sub(r"[^a-z0-9._]+", "-", str(p).lower()).strip("-") for p in parts)
     return re.sub(r"-+", "-", slug)
 

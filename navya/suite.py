@@ -628,6 +628,16 @@ class SuiteSession:
         store = None if cache_dir is None else ResultStore(cache_dir)
         self.notes.append(f"artifact cache: {cache_dir}" if store is not None else
                           "artifact cache: off (every variant built and evaluated in this run)")
+        from navya.cpuclass import host_class, kernel_class, restrictions_in_force
+
+        host, kernel = host_class(), kernel_class()
+        self.notes.append(
+            f"CPU class {host}" + (f", torch's kernels restricted to {kernel} ("
+                                   + ", ".join(f"{k}={v}" for k, v in
+                                               restrictions_in_force().items()) + ")"
+                                   if kernel != host else "")
+            + ": INT8 and half-precision figures are compared with this class's baselines "
+              "and budgets only (`navya doctor` says what applies)")
         models = self.selected_models()
         for model in models:
             own = model != DEFAULT_MODEL  # a model with its own budgets section and baselines
@@ -752,21 +762,40 @@ class SuiteSession:
         ranges, and every baseline file is of a known variant and well formed (each error
         names the file and the key)."""
         from navya.bench import REFERENCE
-        from navya.budgets import BaselineError, BudgetError, load_budgets, read_baseline
+        from navya.budgets import (
+            CLASSES_SUBDIR,
+            BaselineError,
+            BudgetError,
+            load_budgets,
+            read_baseline,
+        )
         from navya.catalogue import DEFAULT_MODEL, variant_names
+        from navya.cpuclass import kernel_class
 
         base = self._path_opt("navya_baselines", "benchmarks/baselines")
         folders = []
+        here = kernel_class()
         for model in self.selected_models():
             own = model != DEFAULT_MODEL
             try:
-                load_budgets(self._budgets_path(), variant_names(), model=model if own else None,
-                             require=[v for v in self.model_variants(model) if v != REFERENCE])
+                budgets = load_budgets(
+                    self._budgets_path(), variant_names(), model=model if own else None,
+                    require=[v for v in self.model_variants(model) if v != REFERENCE])
             except BudgetError as exc:
                 raise pytest.UsageError(str(exc)) from None
+            if budgets.required_classes and here not in budgets.required_classes:
+                raise pytest.UsageError(
+                    f"{budgets.path}: the budgets{f' of model {model}' if own else ''} require "
+                    f"CPU class {' or '.join(budgets.required_classes)} (required_classes), "
+                    f"and this machine is {here}: its verdict would say nothing about the "
+                    f"deployment target. Run on a runner of class "
+                    f"{' or '.join(budgets.required_classes)} (`navya doctor` prints a "
+                    f"machine's class)")
             folders.append(base / model if own else base)
         known = set(variant_names())
-        paths = [p for folder in folders if folder.is_dir() for p in sorted(folder.glob("*.json"))]
+        paths = [p for folder in folders if folder.is_dir()
+                 for p in (sorted(folder.glob("*.json"))
+                           + sorted(folder.glob(f"{CLASSES_SUBDIR}/*/*.json")))]
         for path in paths:
             if path.stem not in known:
                 raise pytest.UsageError(f"{path}: a baseline for unknown variant "
@@ -818,7 +847,8 @@ class SuiteSession:
         history = out_dir.parent / "history" / f"{slug}.csv"
         created, commit = utc_now(), git_commit()
         if not incomplete:
-            append_history(history, rows, timestamp=created, git_commit=commit)
+            append_history(history, rows, timestamp=created, git_commit=commit,
+                           cpu_class=machine.get("kernel_class", ""))
         bench_json = self.opt("benchmark_json") if self._has_opt("benchmark_json") else None
         record = {"created": created, "git_commit": commit, "incomplete": incomplete,
                   "machine": machine, "machine_slug": slug, "models": models,

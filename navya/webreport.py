@@ -44,7 +44,9 @@ RUN_FILE = "run.json"
 HTML_FILE = "index.html"
 VERDICTS_FILE = "verdicts.md"
 HISTORY_COLUMNS = ("timestamp", "git_commit", "model", "variant", "speedup",
-                   "latency_ms_median", "map", "status")
+                   "latency_ms_median", "map", "status", "cpu_class")
+#: the columns before the CPU class was recorded (issue 27): such files are read, and extended
+_OLD_HISTORY_COLUMNS = HISTORY_COLUMNS[:-1]
 RUN_SCHEMA = 1
 #: Verdict outcomes in the order a reader wants them: what broke first.
 _ORDER = {"fail": 0, "error": 1, "no budget": 2, "no baseline": 3, "not comparable": 4,
@@ -83,11 +85,16 @@ def read_run(path: str | os.PathLike) -> dict[str, Any]:
 
 
 def append_history(path: str | os.PathLike, rows: Sequence[Mapping[str, Any]], *,
-                   timestamp: str, git_commit: str | None) -> Path:
-    """Append one complete run's speed figures to a machine's history CSV (atomically: the
-    file is rewritten with the new lines)."""
+                   timestamp: str, git_commit: str | None, cpu_class: str = "") -> Path:
+    """Append one complete run's speed figures, with the machine's CPU class, to a machine's
+    history CSV (atomically: the file is rewritten with the new lines). A file written before
+    the class was recorded gets the column, empty on its old lines."""
     path = Path(path)
     old = path.read_text(encoding="utf-8") if path.exists() else ""
+    header = ",".join(_OLD_HISTORY_COLUMNS)
+    if old.startswith(header + "\n"):
+        old = "\n".join(line + "," if line else line for line in old.split("\n"))
+        old = ",".join(HISTORY_COLUMNS) + old[len(header) + 1:]
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     if not old:
@@ -96,7 +103,7 @@ def append_history(path: str | os.PathLike, rows: Sequence[Mapping[str, Any]], *
         writer.writerow([timestamp, git_commit or "", row.get("model") or "", _label(row),
                          *("" if _num(row.get(k)) is None else repr(float(row[k]))
                            for k in ("speedup", "latency_ms_median", "map")),
-                         row.get("status") or ""])
+                         row.get("status") or "", cpu_class])
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, old + buf.getvalue())
     return path
@@ -110,7 +117,7 @@ def read_history(path: str | os.PathLike) -> list[dict[str, Any]]:
     try:
         with open(path, encoding="utf-8", newline="") as f:
             reader = csv.DictReader(f)
-            if tuple(reader.fieldnames or ()) != HISTORY_COLUMNS:
+            if tuple(reader.fieldnames or ()) not in (HISTORY_COLUMNS, _OLD_HISTORY_COLUMNS):
                 raise ReportError(f"{path}: not a navya speed history (header "
                                   f"{reader.fieldnames}, expected {list(HISTORY_COLUMNS)})")
             return [dict(r) for r in reader]
@@ -120,6 +127,14 @@ def read_history(path: str | os.PathLike) -> list[dict[str, Any]]:
 
 
 # -- the page ---------------------------------------------------------------------------------
+
+
+def _class_text(machine: Mapping[str, Any]) -> str:
+    """The machine's CPU class (``navya.cpuclass``), and its kernels' where restricted."""
+    host, kernel = machine.get("cpu_class") or "unknown", machine.get("kernel_class")
+    if kernel and kernel != host:
+        return f"{host} (torch kernels restricted to {kernel})"
+    return host
 
 _CSS = """
 body{font:14px/1.45 system-ui,-apple-system,'Segoe UI',Roboto,sans-serif;margin:24px;
@@ -349,7 +364,8 @@ def render_html(rows: Sequence[Mapping[str, Any]], record: Mapping[str, Any], *,
              f"id='overall'>{'FAIL' if failed else 'PASS'}</span></h1>",
              f"<div class='small'>{_e(record.get('created'))} · commit "
              f"{_e(record.get('git_commit') or 'unknown')} · {_e(machine.get('cpu_model'))}, "
-             f"{_e(machine.get('cores'))} cores</div>"]
+             f"{_e(machine.get('cores'))} cores · CPU class <b id='cpu-class'>"
+             f"{_e(_class_text(machine))}</b></div>"]
     if record.get("incomplete"):
         parts.append(f"<div class='banner warn' id='incomplete'>INCOMPLETE RUN: "
                      f"{_e(record['incomplete'])}</div>")

@@ -289,4 +289,5 @@ def machine_part() -> dict[str, Any]:
     from navya.runtime import machine_key
 
     key = machine_key(1)
-    return {"cpu_model": key["cpu_model"], "isa": key["isa"], "cores": key["cores"]}
+    return {"cpu_model": key["cpu_model"], "isa": key["isa"], "cores": key["cores"],
+            "kernel_class": key["kernel_class"]}

@@ -524,9 +524,10 @@ def to_onnxruntime(model: nn.Module, config: OnnxRuntimeConfig,
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
                     quant_pre_process(str(fp32), str(pre), skip_symbolic_shape=True)
+                    reduce_range, info["reduce_range"] = _ort_reduce_range(config.per_channel)
                     quantize_static(str(pre), str(q), Reader(), quant_format=QuantFormat.QDQ,
                                     activation_type=QuantType.QUInt8,
-                                    weight_type=QuantType.QInt8,
+                                    weight_type=QuantType.QInt8, reduce_range=reduce_range,
                                     per_channel=config.per_channel, calibrate_method=method)
             except Exception as exc:  # noqa: BLE001
                 raise _export_error("ONNX Runtime quantize_static", exc) from exc
@@ -538,6 +539,47 @@ def to_onnxruntime(model: nn.Module, config: OnnxRuntimeConfig,
                                precision="int8" if config.quantize else "f32",
                                float_twin=src.core, info=info)
     return out
+
+
+def _int8_dot_here() -> tuple[bool, str]:
+    """Whether this CPU has int8 dot products (VNNI, AMX, Arm dotprod), and its class: a
+    runtime that no environment restricts runs at the host's class (navya.cpuclass)."""
+    from navya.cpuclass import class_features, host_class
+
+    cls = host_class()
+    return class_features(cls)["int8_dot"], cls
+
+
+def _nncf_overflow_fix() -> tuple[Any, str]:
+    """NNCF's ``overflow_fix`` for this CPU, and what was chosen and why (recorded in the
+    artifact's info). Without int8 dot products the CPU sums u8 x s8 pairs into saturating
+    int16 lanes; NNCF's default fixes that for the first layer only, which on an AVX2 CPU
+    moved the detections of tests/test_deploy.py's model (README, "CPU classes"): there 7-bit
+    weights everywhere (``ENABLE``). With int8 dot products: NNCF's default."""
+    from nncf.quantization.advanced_parameters import (
+        AdvancedQuantizationParameters,
+        OverflowFix,
+    )
+
+    dot, cls = _int8_dot_here()
+    if dot:
+        return None, f"NNCF default (first layer): {cls} has int8 dot products"
+    return (AdvancedQuantizationParameters(overflow_fix=OverflowFix.ENABLE),
+            f"enable (7-bit weights in every layer): {cls} has no int8 dot products, its "
+            "int16 accumulation saturates")
+
+
+def _ort_reduce_range(per_channel: bool) -> tuple[bool, str]:
+    """ONNX Runtime's ``reduce_range`` (7-bit weights) for this CPU, and why: per-channel
+    weights use the full int8 range per channel, which saturates the int16 accumulation of a
+    CPU without int8 dot products (a real SSD-Lite lost 20.6 AP points that way on AVX2);
+    per-tensor weights keep the default."""
+    dot, cls = _int8_dot_here()
+    if per_channel and not dot:
+        return True, (f"True: per-channel weights on {cls}, no int8 dot products (int16 "
+                      "accumulation saturates)")
+    return False, ("False: " + ("per-tensor weights" if not per_channel
+                                else f"{cls} has int8 dot products"))
 
 
 @register_transform(OpenVINOConfig)
@@ -564,9 +606,10 @@ def to_openvino(model: nn.Module, config: OpenVINOConfig,
         nncf.set_log_level(logging.ERROR)
         inputs = _calibration_inputs(src, config, context)
         t = time.perf_counter()
+        fix, info["overflow_fix"] = _nncf_overflow_fix()
         try:
             ov_model = nncf.quantize(ov_model, nncf.Dataset([x.numpy() for x in inputs]),
-                                     subset_size=len(inputs))
+                                     subset_size=len(inputs), advanced_parameters=fix)
         except Exception as exc:  # noqa: BLE001
             raise _export_error("NNCF quantization", exc) from exc
         info["quantize_s"] = time.perf_counter() - t
