@@ -1,8 +1,9 @@
 """Speed: each variant's end-to-end speedup over fp32 at threads=1, timed interleaved in a fresh
 worker process pinned to one core.
 
-``test_speedup`` holds it to the portable floor of budgets.toml (a value every measured machine
-meets). ``test_speed_regression`` compares it with the runs recorded on this very machine
+``test_speedup`` holds it to its floor in budgets.toml: an INT8 or half-precision variant's
+floor of this machine's CPU class (NO BUDGET FOR CLASS where that class has none), a float
+variant's floor that every measured machine meets. ``test_speed_regression`` compares it with the runs recorded on this very machine
 (benchmarks/baselines/speed/<machine>.json), with a tolerance derived from their spread; for
 fp32 it guards the reference's own cost against a fixed yardstick workload, which catches a
 slowdown shared by every variant (pre-processing, decoding, NMS) that the ratios cancel."""

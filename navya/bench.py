@@ -1557,7 +1557,7 @@ class Bench:
                 variant, key, Outcome.NO_BASELINE,
                 f"NO SPEED BASELINE for machine {slug} ({self.machine['cpu_model']}, "
                 f"{self.machine['cores']} cores): the speed of {variant!r} is checked against "
-                f"the portable floor only; {hint}"))
+                f"its budget floor of this CPU class only, if it has one; {hint}"))
         protocol = read_speed_protocol(path)
         if protocol != self.speed_protocol():
             return self._record(Verdict(

@@ -290,9 +290,13 @@ def navya_suite(pytestconfig: pytest.Config) -> SuiteSession:
 def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: dict) -> None:
     import torch
 
+    from navya.cpuclass import host_class, kernel_class, restrictions_in_force
     from navya.runtime import steady_allocator
 
     machine_info["navya"] = {
+        "cpu_class": host_class(),
+        "kernel_class": kernel_class(),
+        "kernel_restrictions": restrictions_in_force(),
         "torch_version": torch.__version__,
         "torch_threads": torch.get_num_threads(),
         "quantized_engine": torch.backends.quantized.engine,
@@ -698,7 +702,7 @@ class SuiteSession:
         if verdict.outcome.name == "NO_BASELINE" and not self._speed_note:
             self._speed_note = True
             self.notes.append(verdict.message.split(": the speed")[0] + ": speed is checked "
-                              "against the portable floors only; record one with "
+                              "against the budget floors of this CPU class only; record one with "
                               "`pytest benchmarks/ --navya-record-speed 10`")
         for line in verdict.message.splitlines():
             if line.startswith("NO STORED BUILD"):
