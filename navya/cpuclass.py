@@ -15,10 +15,17 @@ Arm the highest of :data:`ARM_LADDER`. Figures that depend on the kernels (the a
 speed of INT8 and half-precision variants) are keyed by class: they are compared, and held to
 budgets, only within it.
 
-The class of torch's own kernels can be lowered below the host's with the environment that
+The class of torch's own kernels, and of OpenVINO's CPU plugin (its oneDNN honours
+``ONEDNN_MAX_CPU_ISA``), can be lowered below the host's with the environment that
 :func:`restriction_env` returns (``ATEN_CPU_CAPABILITY``, ``FBGEMM_ENABLE_INSTRUCTIONS``,
 ``ONEDNN_MAX_CPU_ISA``): :func:`kernel_class` honours it. Runtimes without such a switch
 (:data:`UNRESTRICTABLE`) keep running the host's class.
+
+Under an emulator the flags lie: user-mode QEMU (``qemu-x86_64 -cpu Haswell``) emulates the
+CPUID of its ``-cpu`` model, which the kernels dispatch on, but /proc/cpuinfo is the host's.
+``NAVYA_CPU_CLASS`` then names the emulated class (:func:`host_class` honours it), and
+:func:`capability_mismatch` catches the case where nobody said so: the flags claim AVX-512 while
+torch found only AVX2.
 
 Imports only the standard library (layer 0).
 """
@@ -34,6 +41,8 @@ __all__ = [
     "CLASSES",
     "UNRESTRICTABLE",
     "X86_LADDER",
+    "OVERRIDE_VAR",
+    "capability_mismatch",
     "cpu_flags",
     "host_class",
     "kernel_class",
@@ -88,9 +97,8 @@ _ATEN_CAP = {"default": "x86", "avx2": "avx2", "avx512": "amx"}
 
 #: Runtimes whose kernels no environment restricts: their figures are the host class's.
 UNRESTRICTABLE: dict[str, str] = {
-    "onnxruntime": "MLAS dispatches on CPUID alone (no environment switch)",
-    "openvino": "its CPU plugin's own oneDNN build dispatches on CPUID (ONEDNN_MAX_CPU_ISA "
-                "not honoured as far as measured)",
+    "onnxruntime": "MLAS dispatches on CPUID alone (no environment switch; ONEDNN_MAX_CPU_ISA "
+                   "measured to change nothing)",
     "executorch-xnnpack": "XNNPACK dispatches on cpuinfo alone (no environment switch)",
 }
 
@@ -124,10 +132,22 @@ def _arch(machine: str | None) -> str:
     return m or "unknown"
 
 
-def host_class(flags: Iterable[str] | None = None, machine: str | None = None) -> str:
+#: The environment variable that names this machine's class where /proc/cpuinfo does not (an
+#: emulated CPU under user-mode QEMU).
+OVERRIDE_VAR = "NAVYA_CPU_CLASS"
+
+
+def host_class(flags: Iterable[str] | None = None, machine: str | None = None,
+               env: Mapping[str, str] | None = None) -> str:
     """The kernel class of the CPU with ``flags`` (default: this one): the highest rung of its
     architecture's ladder whose flags it has all of; the architecture's name (``machine``, e.g.
-    ``ppc64le``) off x86 and Arm."""
+    ``ppc64le``) off x86 and Arm. Without ``flags``, ``NAVYA_CPU_CLASS`` in ``env`` (default:
+    this process's environment) names the class instead (an emulated CPU); a name that is not a
+    class is a ValueError."""
+    if flags is None:
+        declared = (os.environ if env is None else env).get(OVERRIDE_VAR, "").strip()
+        if declared:
+            return validate_class(declared, f"{OVERRIDE_VAR}: ")
     arch = _arch(machine)
     have = set(cpu_flags() if flags is None else flags)
     ladder = X86_LADDER if arch == "x86" else ARM_LADDER if arch == "arm" else None
@@ -191,6 +211,35 @@ def restriction_env(cls: str) -> dict[str, str]:
     if cls in _FBGEMM_ISA:
         env["FBGEMM_ENABLE_INSTRUCTIONS"] = _FBGEMM_ISA[cls]
     return env
+
+
+#: torch's ``get_cpu_capability()`` for each ATen level, and the lowest class that reaches it.
+_CAPABILITY_CLASS = {"DEFAULT": "x86", "AVX2": "avx2", "AVX512": "avx512"}
+
+
+def capability_mismatch(host: str, capability: str,
+                        env: Mapping[str, str] | None = None) -> str | None:
+    """Why the class ``host`` (read from /proc/cpuinfo) cannot be this machine's, given the
+    ATen capability torch detected (``torch.backends.cpu.get_cpu_capability()``); None when they
+    agree. They disagree when the flags reach a rung whose vector width torch did not find
+    (and ``ATEN_CPU_CAPABILITY`` does not explain it): the kernels dispatch on CPUID, so the
+    flags are not this CPU's, as under user-mode QEMU, whose /proc/cpuinfo is the host's."""
+    env = os.environ if env is None else env
+    if env.get(OVERRIDE_VAR, "").strip() or env.get("ATEN_CPU_CAPABILITY", "").strip():
+        return None
+    found = _CAPABILITY_CLASS.get(capability.upper())
+    if found is None or _rank(host) < 0 or host in {n for n, _ in ARM_LADDER}:
+        return None
+    # the ATen level the flags promise: avx512 for every AVX-512 rung and AMX, else avx2
+    promised = ("avx512" if _rank(host) >= _rank("avx512") else
+                "avx2" if _rank(host) >= _rank("avx2") else "x86")
+    if _rank(found) >= _rank(promised):
+        return None
+    return (f"/proc/cpuinfo's flags make this CPU class {host}, but torch's kernels found only "
+            f"{capability} on it: the flags are not the CPU the kernels run on (user-mode QEMU "
+            f"shows the host's /proc/cpuinfo). Name the class of the CPU they run on with "
+            f"{OVERRIDE_VAR}=<class> (e.g. {OVERRIDE_VAR}=avx2 under `qemu-x86_64 -cpu "
+            f"Haswell`); classes: {', '.join(CLASSES)}")
 
 
 def class_features(cls: str) -> dict[str, bool]:

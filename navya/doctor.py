@@ -16,7 +16,9 @@ import sys
 from pathlib import Path
 
 from navya.cpuclass import (
+    OVERRIDE_VAR,
     UNRESTRICTABLE,
+    capability_mismatch,
     class_features,
     cpu_flags,
     host_class,
@@ -105,7 +107,8 @@ def runtimes(cls_host: str, cls_kernel: str) -> list[tuple[str, str]]:
 
         caps = ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
         out.append(("openvino (CPU plugin)", f"{ov.get_version().split('-')[0]}: "
-                    f"capabilities {', '.join(caps)}; INT8 {_int8_path(cls_host)}"))
+                    f"capabilities {', '.join(caps)}; INT8 {_int8_path(cls_kernel)}; its "
+                    f"oneDNN honours ONEDNN_MAX_CPU_ISA"))
     except Exception as exc:  # noqa: BLE001 -- not installed, or no CPU plugin
         out.append(("openvino", f"unavailable ({exc.__class__.__name__})"))
     try:
@@ -176,8 +179,11 @@ def doctor(budgets_path: Path, baselines_dir: Path, *, as_json: bool = False) ->
     from navya.runtime import cpu_model, machine_key, machine_slug
 
     flags = cpu_flags()
-    host = host_class(flags)
+    host = host_class()  # NAVYA_CPU_CLASS names an emulated CPU's class
     kernel = kernel_class(host)
+    import torch
+
+    mismatch = capability_mismatch(host_class(flags), torch.backends.cpu.get_cpu_capability())
     key = machine_key(1)
     shown = [f for f in SHOWN_FLAGS if f in flags]
     rts = runtimes(host, kernel)
@@ -186,7 +192,7 @@ def doctor(budgets_path: Path, baselines_dir: Path, *, as_json: bool = False) ->
     if as_json:
         return json.dumps({"cpu_model": cpu_model(), "flags": shown, "cpu_class": host,
                            "kernel_class": kernel, "restrictions": restrictions_in_force(),
-                           "machine_slug": machine_slug(key), "runtimes": dict(rts),
+                           "class_mismatch": mismatch, "machine_slug": machine_slug(key), "runtimes": dict(rts),
                            "speed_baseline": str(speed) if speed.exists() else None,
                            "applies": apply}, indent=2)
     lines = [f"CPU        {cpu_model()} ({key['cores']} usable cores)",
@@ -195,7 +201,12 @@ def doctor(budgets_path: Path, baselines_dir: Path, *, as_json: bool = False) ->
              + (f"; torch's kernels restricted to {kernel} by "
                 + ", ".join(f"{k}={v}" for k, v in restrictions_in_force().items())
                 if kernel != host else ""),
-             f"machine    {machine_slug(key)}", "", "kernels here:"]
+             f"machine    {machine_slug(key)}"]
+    if host != host_class(flags):
+        lines.append(f"           (the class is {OVERRIDE_VAR}'s; the flags say {host_class(flags)})")
+    if mismatch:
+        lines.append(f"WARNING    {mismatch}")
+    lines += ["", "kernels here:"]
     lines += [f"  {name:<26} {text}" for name, text in rts]
     if not class_features(host)["int8_dot"]:
         lines.append("  (no int8 dot products: adjacent u8 x s8 products are summed into int16 "
@@ -211,6 +222,9 @@ def doctor(budgets_path: Path, baselines_dir: Path, *, as_json: bool = False) ->
     if host not in ("avx2", "x86") and host in {"avx2_vnni", "avx512", "avx512_vnni",
                                                  "avx512_bf16", "amx"}:
         env = " ".join(f"{k}={v}" for k, v in restriction_env("avx2").items())
-        lines.append(f"emulate the avx2 class's torch numerics (accuracy only, never speed): "
-                     f"{env} pytest ...")
+        lines.append(f"emulate the avx2 class's torch and OpenVINO numerics (accuracy only, "
+                     f"never speed): {env} pytest ...")
+        lines.append(f"  ONNX Runtime and XNNPACK ignore it; an emulated CPU reproduces them too "
+                     f"(slowly): {OVERRIDE_VAR}=avx2 qemu-x86_64 -cpu Haswell $(which python) "
+                     f"-m pytest ...")
     return "\n".join(lines)

@@ -207,7 +207,7 @@ def machine_key(threads: int) -> dict[str, Any]:
 
     info = _cpuinfo()
     flags = set((info.get("flags") or info.get("Features") or "").split())
-    host = host_class(flags)
+    host = host_class()  # NAVYA_CPU_CLASS names an emulated CPU's class
     return {"cpu_model": cpu_model(), "isa": [f for f in ISA_FLAGS if f in flags],
             "cpu_class": host, "kernel_class": kernel_class(host),
             "restrictions": restrictions_in_force(),

@@ -765,6 +765,8 @@ class SuiteSession:
         """Before any test runs: the budgets gate every selected variant within meaningful
         ranges, and every baseline file is of a known variant and well formed (each error
         names the file and the key)."""
+        import torch
+
         from navya.bench import REFERENCE
         from navya.budgets import (
             CLASSES_SUBDIR,
@@ -774,8 +776,12 @@ class SuiteSession:
             read_baseline,
         )
         from navya.catalogue import DEFAULT_MODEL, variant_names
-        from navya.cpuclass import kernel_class
+        from navya.cpuclass import capability_mismatch, cpu_flags, host_class, kernel_class
 
+        mismatch = capability_mismatch(host_class(cpu_flags()),
+                                       torch.backends.cpu.get_cpu_capability())
+        if mismatch:  # every class-keyed figure would be compared with another class's
+            raise pytest.UsageError(f"navya: {mismatch}")
         base = self._path_opt("navya_baselines", "benchmarks/baselines")
         folders = []
         here = kernel_class()

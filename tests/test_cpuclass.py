@@ -17,6 +17,8 @@ from navya.budgets import BudgetError, Budgets, load_budgets
 from navya.catalogue import Variant, get_variant, register, unregister
 from navya.cpuclass import (
     CLASSES,
+    UNRESTRICTABLE,
+    capability_mismatch,
     class_features,
     cpu_flags,
     host_class,
@@ -75,6 +77,40 @@ def test_restrictions_cap_to_the_lowest_and_never_raise_the_class():
         restriction_env("avx3")
     with pytest.raises(ValueError, match="only x86 classes"):
         restriction_env("dotprod")
+
+
+def test_navya_cpu_class_names_an_emulated_cpu_and_a_bad_name_is_refused():
+    flags = {"avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_vnni"}
+    assert host_class(env={"NAVYA_CPU_CLASS": "avx2"}) == "avx2"
+    assert host_class(env={"NAVYA_CPU_CLASS": " "}) == host_class(env={})
+    # explicit flags are the flags' class: the override names this machine only
+    assert host_class(flags, "x86_64", env={"NAVYA_CPU_CLASS": "avx2"}) == "avx512_vnni"
+    with pytest.raises(ValueError, match="NAVYA_CPU_CLASS: unknown CPU class 'haswell'"):
+        host_class(env={"NAVYA_CPU_CLASS": "haswell"})
+
+
+@pytest.mark.parametrize("host, capability, env, wrong", [
+    ("avx512_bf16", "AVX512", {}, False),
+    ("avx512_bf16", "AVX2", {}, True),      # qemu-x86_64 -cpu Haswell on an AVX-512 host
+    ("amx", "AVX2", {}, True),
+    ("avx2", "DEFAULT", {}, True),
+    ("avx2", "AVX2", {}, False),
+    ("avx2_vnni", "AVX2", {}, False),       # no AVX-512: AVX2 is all ATen can use
+    ("avx512_bf16", "AVX2", {"ATEN_CPU_CAPABILITY": "avx2"}, False),  # a restriction
+    ("avx512_bf16", "AVX2", {"NAVYA_CPU_CLASS": "avx2"}, False),      # declared
+    ("neon", "DEFAULT", {}, False),
+])
+def test_flags_that_promise_more_than_torch_found_are_a_mismatch(host, capability, env, wrong):
+    why = capability_mismatch(host, capability, env)
+    assert (why is not None) == wrong, why
+    if wrong:
+        assert f"class {host}" in why and "NAVYA_CPU_CLASS" in why and capability in why
+
+
+def test_this_machines_flags_agree_with_torch():
+    import torch
+
+    assert capability_mismatch(host_class(), torch.backends.cpu.get_cpu_capability()) is None
 
 
 def test_features_of_each_class():
@@ -272,10 +308,10 @@ PROBE = Path(__file__).with_name("int8_probe.py")
 REFERENCE = json.loads((Path(__file__).parent / "data" / "int8_numerics.json").read_text())
 
 
-def _probe(env: dict[str, str]) -> dict:
+def _probe(env: dict[str, str], probe: Path = PROBE, *args: str) -> dict:
     import os
 
-    out = subprocess.run([sys.executable, str(PROBE)], env={**os.environ, **env},
+    out = subprocess.run([sys.executable, str(probe), *args], env={**os.environ, **env},
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -308,3 +344,44 @@ def test_the_avx2_restriction_reproduces_avx2_int8_numerics():
     assert got["capability"] == "AVX2", got
     assert got["differing_fraction"] > 0.1, got  # the saturation of AVX2 is reproduced
     assert got["sha256"] == REFERENCE["classes"]["avx2"]["sha256"], got
+
+
+RUNTIME_PROBE = Path(__file__).with_name("int8_probe_ort.py")
+X86_AVX2_OR_ABOVE = ("avx2", "avx2_vnni", "avx512", "avx512_vnni", "avx512_bf16", "amx")
+
+
+@pytest.mark.parametrize("runtime", ["onnxruntime", "openvino"])
+def test_runtime_int8_numerics_follow_the_class(runtime):
+    """The runtimes' QLinearConv: exact with int8 dot products; the committed AVX2 digest
+    without them. ONNX Runtime runs at the host's class whatever the environment, OpenVINO at
+    the restricted one."""
+    pytest.importorskip(runtime)
+    cls = host_class() if runtime in UNRESTRICTABLE else kernel_class()
+    got = _probe({}, RUNTIME_PROBE, runtime)
+    if class_features(cls)["int8_dot"]:
+        assert got["max_steps_from_exact"] <= 1, got
+        return
+    ref = REFERENCE["qlinearconv"]["classes"].get(cls)
+    if ref is None:
+        pytest.skip(f"no committed {runtime} INT8 reference for class {cls} (measured here: "
+                    f"{got}); add it to tests/data/int8_numerics.json")
+    assert got["sha256"] == ref["sha256"], (got, ref)
+
+
+def test_openvino_follows_the_restriction_and_onnxruntime_does_not():
+    """Measured on an AVX-512 VNNI EPYC: OpenVINO's oneDNN honours ONEDNN_MAX_CPU_ISA and then
+    computes the AVX2 class's QLinearConv bit for bit; ONNX Runtime's MLAS ignores it, which is
+    why navya.cpuclass keys ONNX Runtime variants by the host's class."""
+    pytest.importorskip("openvino")
+    pytest.importorskip("onnxruntime")
+    if host_class() not in X86_AVX2_OR_ABOVE:
+        pytest.skip(f"the avx2 restriction needs an x86 CPU of class avx2 or above; this one "
+                    f"is {host_class()}")
+    env = restriction_env("avx2")
+    assert _probe(env, RUNTIME_PROBE, "openvino")["sha256"] == \
+        REFERENCE["qlinearconv"]["classes"]["avx2"]["sha256"]
+    ort_restricted = _probe(env, RUNTIME_PROBE, "onnxruntime")
+    if not class_features(host_class())["int8_dot"]:
+        pytest.skip("this CPU has no int8 dot products: ONNX Runtime's being unrestricted "
+                    "cannot show here")
+    assert ort_restricted["max_steps_from_exact"] <= 1, ort_restricted  # still VNNI

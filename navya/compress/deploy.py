@@ -541,12 +541,13 @@ def to_onnxruntime(model: nn.Module, config: OnnxRuntimeConfig,
     return out
 
 
-def _int8_dot_here() -> tuple[bool, str]:
-    """Whether this CPU has int8 dot products (VNNI, AMX, Arm dotprod), and its class: a
-    runtime that no environment restricts runs at the host's class (navya.cpuclass)."""
-    from navya.cpuclass import class_features, host_class
+def _int8_dot_here(runtime: str) -> tuple[bool, str]:
+    """Whether ``runtime``'s INT8 kernels have int8 dot products here (VNNI, AMX, Arm
+    dotprod), and their class: a runtime that no environment restricts runs at the host's
+    class, OpenVINO at the restricted one (navya.cpuclass)."""
+    from navya.cpuclass import UNRESTRICTABLE, class_features, host_class, kernel_class
 
-    cls = host_class()
+    cls = host_class() if runtime in UNRESTRICTABLE else kernel_class()
     return class_features(cls)["int8_dot"], cls
 
 
@@ -561,7 +562,7 @@ def _nncf_overflow_fix() -> tuple[Any, str]:
         OverflowFix,
     )
 
-    dot, cls = _int8_dot_here()
+    dot, cls = _int8_dot_here("openvino")
     if dot:
         return None, f"NNCF default (first layer): {cls} has int8 dot products"
     return (AdvancedQuantizationParameters(overflow_fix=OverflowFix.ENABLE),
@@ -574,7 +575,7 @@ def _ort_reduce_range(per_channel: bool) -> tuple[bool, str]:
     weights use the full int8 range per channel, which saturates the int16 accumulation of a
     CPU without int8 dot products (a real SSD-Lite lost 20.6 AP points that way on AVX2);
     per-tensor weights keep the default."""
-    dot, cls = _int8_dot_here()
+    dot, cls = _int8_dot_here("onnxruntime")
     if per_channel and not dot:
         return True, (f"True: per-channel weights on {cls}, no int8 dot products (int16 "
                       "accumulation saturates)")
