@@ -91,8 +91,10 @@ __all__ = [
     "DetectionEvaluation",
     "average_precision",
     "box_iou",
+    "check_pairs",
     "evaluate_detections",
     "match_detections",
+    "method_names",
 ]
 
 APMethod = Literal["all-point", "voc07", "101-point"]
@@ -273,11 +275,10 @@ class _Flat:
     gt_difficult: np.ndarray  # [G] bool
 
 
-def _flatten(
-    predictions: Sequence[Mapping[str, Any]],
-    targets: Sequence[Mapping[str, Any]],
-    num_classes: int,
-) -> _Flat:
+def check_pairs(predictions: Sequence[Mapping[str, Any]],
+                targets: Sequence[Mapping[str, Any]]) -> None:
+    """A ValueError unless ``predictions`` and ``targets`` are sequences of one mapping per
+    image, of the same length."""
     if isinstance(predictions, Mapping) or isinstance(targets, Mapping):
         raise ValueError("predictions and targets must be sequences with one mapping per image")
     if len(predictions) != len(targets):
@@ -285,6 +286,14 @@ def _flatten(
             f"predictions and targets must have the same length (one entry per image), "
             f"got {len(predictions)} predictions and {len(targets)} targets"
         )
+
+
+def _flatten(
+    predictions: Sequence[Mapping[str, Any]],
+    targets: Sequence[Mapping[str, Any]],
+    num_classes: int,
+) -> _Flat:
+    check_pairs(predictions, targets)
     det_parts: list[tuple[np.ndarray, ...]] = []
     gt_labels: list[np.ndarray] = []
     gt_difficult: list[np.ndarray] = []
@@ -537,6 +546,19 @@ class DetectionEvaluation:
         )
 
 
+def method_names(methods: str | Sequence[str]) -> list[str]:
+    """``methods`` (one name or several) as a list without repeats, each a known AP method;
+    a ValueError for none or an unknown one."""
+    if isinstance(methods, str):
+        methods = (methods,)
+    method_list = list(dict.fromkeys(methods))
+    if not method_list:
+        raise ValueError("methods must name at least one AP method")
+    for method in method_list:
+        _check_method(method)
+    return method_list
+
+
 def evaluate_detections(
     predictions: Sequence[Mapping[str, Any]],
     targets: Sequence[Mapping[str, Any]],
@@ -568,13 +590,7 @@ def evaluate_detections(
     """
     names = _check_class_names(class_names)
     t = _check_iou_threshold(iou_threshold)
-    if isinstance(methods, str):
-        methods = (methods,)  # type: ignore[assignment]
-    method_list = list(dict.fromkeys(methods))
-    if not method_list:
-        raise ValueError("methods must name at least one AP method")
-    for method in method_list:
-        _check_method(method)
+    method_list = method_names(methods)
 
     flat = _flatten(predictions, targets, len(names))
     ap: dict[str, dict[str, float]] = {m: {} for m in method_list}
