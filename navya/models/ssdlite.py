@@ -18,6 +18,29 @@ Conventions: images are float tensors CHW in [0, 1], any size (resized to ``imag
 1-based (0 is background), so ``num_classes`` counts the background as torchvision does.
 Activations are ReLU (not ReLU6) in MobileNetV2 and the SSD-Lite blocks, so every
 Conv-BN-ReLU fuses for INT8; MobileNetV3 keeps its Hardswish (Conv-BN fused only).
+
+Options for detectors trained elsewhere (TensorFlow Object Detection API, imported by
+:mod:`navya.models.tfod`); every default keeps navya's own behaviour:
+
+=====================================  ===========================================================
+``activation="relu6"``                 ReLU6 in MobileNetV2 and the SSD-Lite blocks (Conv-BN fused
+                                       for INT8, the ReLU6 a quantized module of its own).
+``padding="tf_same"``                  TensorFlow's "SAME" padding, computed for ``image_size``:
+                                       where it is asymmetric (stride 2 on an even size: one more
+                                       row/column at the bottom/right) an ``nn.ZeroPad2d`` named
+                                       ``pad`` precedes the convolution in its ``nn.Sequential``.
+``anchor_generator="tf_ssd"``          the TF OD API ``ssd_anchor_generator``: scales
+                                       ``min_ratio``..``max_ratio`` over the levels,
+                                       ``aspect_ratios`` as listed (TF style, e.g. 1, 2, 0.5, 3,
+                                       0.3333), plus the box of the interpolated scale
+                                       (``interpolated_scale_aspect_ratio``, 0 for none) and 3 boxes
+                                       on the lowest level (``reduce_boxes_in_lowest_layer``).
+``score="sigmoid"``                    per-class sigmoid scores (background column dropped), and
+                                       a sigmoid (binary cross-entropy) classification loss.
+``resize="tf_legacy_bilinear"``        TF1 ``ResizeBilinear`` (``half_pixel_centers=False``).
+``clip_boxes="after_nms"``             NMS on the decoded boxes, then clipping to the image and
+                                       dropping empty boxes (TF OD API order).
+=====================================  ===========================================================
 """
 
 from __future__ import annotations
@@ -60,6 +83,25 @@ DEFAULTS: dict = {
     "iou_thresh": 0.5,
     "image_mean": 0.5,
     "image_std": 0.5,
+    # for imported detectors (see the module docstring); the defaults are navya's own behaviour
+    "activation": "relu",
+    "padding": "symmetric",
+    "anchor_generator": "torchvision",
+    "interpolated_scale_aspect_ratio": 1.0,  # tf_ssd only
+    "reduce_boxes_in_lowest_layer": True,  # tf_ssd only
+    "score": "softmax",
+    "resize": "bilinear",
+    "clip_boxes": "before_nms",
+}
+
+#: The values each string option accepts, the default first.
+CHOICES: dict[str, tuple[str, ...]] = {
+    "activation": ("relu", "relu6"),
+    "padding": ("symmetric", "tf_same"),
+    "anchor_generator": ("torchvision", "tf_ssd"),
+    "score": ("softmax", "sigmoid"),
+    "resize": ("bilinear", "tf_legacy_bilinear"),
+    "clip_boxes": ("before_nms", "after_nms"),
 }
 
 _BN = partial(nn.BatchNorm2d, eps=0.001, momentum=0.03)
@@ -100,22 +142,135 @@ class MobileNetFeatures(nn.Module):
         return [c4, self.stage2(c4)]
 
 
-def _extra_block(cin: int, cout: int) -> nn.Sequential:
+def _extra_block(cin: int, cout: int, act: type[nn.Module] = nn.ReLU) -> nn.Sequential:
     mid = cout // 2
     return nn.Sequential(
-        Conv2dNormActivation(cin, mid, 1, norm_layer=_BN, activation_layer=nn.ReLU),
+        Conv2dNormActivation(cin, mid, 1, norm_layer=_BN, activation_layer=act),
         Conv2dNormActivation(mid, mid, 3, stride=2, groups=mid, norm_layer=_BN,
-                             activation_layer=nn.ReLU),
-        Conv2dNormActivation(mid, cout, 1, norm_layer=_BN, activation_layer=nn.ReLU),
+                             activation_layer=act),
+        Conv2dNormActivation(mid, cout, 1, norm_layer=_BN, activation_layer=act),
     )
 
 
-def _predictor(cin: int, cout: int) -> nn.Sequential:
+def _predictor(cin: int, cout: int, act: type[nn.Module] = nn.ReLU) -> nn.Sequential:
     """SSD-Lite predictor: depthwise 3x3 Conv-BN-ReLU, then a 1x1 projection (with bias)."""
     return nn.Sequential(
-        Conv2dNormActivation(cin, cin, 3, groups=cin, norm_layer=_BN, activation_layer=nn.ReLU),
+        Conv2dNormActivation(cin, cin, 3, groups=cin, norm_layer=_BN, activation_layer=act),
         nn.Conv2d(cin, cout, 1),
     )
+
+
+def tf_same_pads(size: int, kernel: int, stride: int, dilation: int = 1) -> tuple[int, int]:
+    """TensorFlow "SAME" padding of one spatial dimension: ``(before, after)``; the odd pixel
+    goes after (bottom / right)."""
+    out = -(-size // stride)
+    total = max((out - 1) * stride + (kernel - 1) * dilation + 1 - size, 0)
+    return total // 2, total - total // 2
+
+
+def apply_tf_same_padding(core: nn.Module, image_size: int) -> None:
+    """Give every convolution of ``core`` TensorFlow's "SAME" padding for inputs of
+    ``image_size`` (in place). Symmetric padding stays the convolution's own; asymmetric
+    padding becomes an ``nn.ZeroPad2d`` named ``pad`` just before the convolution in its
+    ``nn.Sequential`` (quantizable: it pads with the quantized zero)."""
+    sizes: dict[str, tuple[int, int]] = {}
+    convs = {n: m for n, m in core.named_modules() if isinstance(m, nn.Conv2d)}
+    hooks = [m.register_forward_pre_hook(
+        lambda mod, args, name=n: sizes.__setitem__(name, tuple(args[0].shape[-2:])))
+        for n, m in convs.items()]
+    was_training = core.training
+    try:
+        with torch.no_grad():
+            feats = core.eval().features(torch.zeros(1, 3, image_size, image_size))
+            for f, c, r in zip(feats, core.cls_heads, core.reg_heads, strict=True):
+                c(f)
+                r(f)
+    finally:
+        for h in hooks:
+            h.remove()
+        core.train(was_training)
+    for name, conv in convs.items():
+        (ph0, ph1), (pw0, pw1) = (
+            tf_same_pads(sizes[name][i], conv.kernel_size[i], conv.stride[i], conv.dilation[i])
+            for i in range(2))
+        if (ph0, pw0) == (ph1, pw1):
+            conv.padding = (ph0, pw0)
+            continue
+        parent_name, _, leaf = name.rpartition(".")
+        parent = core.get_submodule(parent_name) if parent_name else core
+        if not isinstance(parent, nn.Sequential) or "pad" in parent._modules:
+            raise ValueError(f"cannot give {name} asymmetric TF SAME padding: its parent is not "
+                             f"an nn.Sequential with room for a 'pad' module")
+        conv.padding = (0, 0)
+        mods = list(parent._modules.items())
+        parent._modules.clear()
+        for k, v in mods:
+            if k == leaf:
+                parent._modules["pad"] = nn.ZeroPad2d((pw0, pw1, ph0, ph1))
+            parent._modules[k] = v
+
+
+def anchors_per_level(cfg: dict, levels: int) -> list[int]:
+    """Anchors per feature-map cell, per level."""
+    if cfg["anchor_generator"] == "tf_ssd":
+        n = len(cfg["aspect_ratios"]) + (1 if cfg["interpolated_scale_aspect_ratio"] > 0 else 0)
+        first = 3 if cfg["reduce_boxes_in_lowest_layer"] else n
+        return [first] + [n] * (levels - 1)
+    return [2 + 2 * len(cfg["aspect_ratios"])] * levels
+
+
+def tf_ssd_anchors(shapes: Sequence[tuple[int, int]], image_size: int, cfg: dict) -> Tensor:
+    """The TF OD API ``ssd_anchor_generator`` (``create_ssd_anchors`` and
+    ``MultipleGridAnchorGenerator`` with base size 1, default strides and offsets) for feature
+    maps of ``shapes``, in float32 as TensorFlow computes them; returned as ``[x1, y1, x2, y2]``
+    in pixels of ``image_size``, in TF's order (level, row, column, box)."""
+    n = len(shapes)
+    lo, hi = float(cfg["min_ratio"]), float(cfg["max_ratio"])
+    scales = [lo + (hi - lo) * i / (n - 1) for i in range(n)] + [1.0]
+    interp = float(cfg["interpolated_scale_aspect_ratio"])
+    out = []
+    for layer, (h, w) in enumerate(shapes):
+        if layer == 0 and cfg["reduce_boxes_in_lowest_layer"]:
+            specs = [(0.1, 1.0), (scales[0], 2.0), (scales[0], 0.5)]
+        else:
+            specs = [(scales[layer], float(a)) for a in cfg["aspect_ratios"]]
+            if interp > 0.0:
+                specs.append((math.sqrt(scales[layer] * scales[layer + 1]), interp))
+        sc = torch.tensor([s for s, _ in specs], dtype=torch.float32)
+        ratio_sqrt = torch.sqrt(torch.tensor([a for _, a in specs], dtype=torch.float32))
+        heights, widths = sc / ratio_sqrt, sc * ratio_sqrt
+        stride_y = torch.tensor(1.0, dtype=torch.float32) / torch.tensor(float(h))
+        stride_x = torch.tensor(1.0, dtype=torch.float32) / torch.tensor(float(w))
+        cy = torch.arange(h, dtype=torch.float32) * stride_y + 0.5 * stride_y
+        cx = torch.arange(w, dtype=torch.float32) * stride_x + 0.5 * stride_x
+        cy, cx = cy[:, None, None], cx[None, :, None]
+        k = len(specs)
+        ymin = (cy - 0.5 * heights).expand(h, w, k)
+        xmin = (cx - 0.5 * widths).expand(h, w, k)
+        ymax = (cy + 0.5 * heights).expand(h, w, k)
+        xmax = (cx + 0.5 * widths).expand(h, w, k)
+        out.append(torch.stack([xmin, ymin, xmax, ymax], -1).reshape(-1, 4))
+    return torch.cat(out) * float(image_size)
+
+
+def tf_legacy_resize(img: Tensor, size: int) -> Tensor:
+    """TF1 ``ResizeBilinear(align_corners=False, half_pixel_centers=False)`` of a ``[C, H, W]``
+    float tensor to ``size`` x ``size``: source coordinate ``dst * (in / out)``, no half-pixel
+    offset, as TensorFlow's kernel computes it in float32."""
+    def axis(n_in: int) -> tuple[Tensor, Tensor, Tensor]:
+        scale = torch.tensor(n_in / size, dtype=torch.float32)
+        src = torch.arange(size, dtype=torch.float32) * scale
+        low = src.floor()
+        return (low.long().clamp(0, n_in - 1), src.ceil().long().clamp(max=n_in - 1),
+                (src - low).to(img.dtype))
+
+    y0, y1, ly = axis(img.shape[-2])
+    x0, x1, lx = axis(img.shape[-1])
+    top, bottom = img[:, y0], img[:, y1]
+    tl, tr, bl, br = top[:, :, x0], top[:, :, x1], bottom[:, :, x0], bottom[:, :, x1]
+    t = tl + (tr - tl) * lx
+    b = bl + (br - bl) * lx
+    return t + (b - t) * ly[:, None]
 
 
 def _normal_init(module: nn.Module, std: float = 0.03) -> None:
@@ -135,20 +290,26 @@ class SSDLiteCore(nn.Module):
     """
 
     def __init__(self, backbone: MobileNetFeatures, backbone_channels: Sequence[int],
-                 extra_channels: Sequence[int], num_anchors: int, num_classes: int):
+                 extra_channels: Sequence[int], num_anchors: int | Sequence[int],
+                 num_classes: int, act: type[nn.Module] = nn.ReLU):
         super().__init__()
         self.num_classes = num_classes
-        self.num_anchors = num_anchors
+        self.num_anchors = num_anchors  # per cell: one number, or one per level
         self.quant = QuantStub()
         self.backbone = backbone
         chans = list(backbone_channels)
         extras = []
         for c in extra_channels:
-            extras.append(_extra_block(chans[-1], c))
+            extras.append(_extra_block(chans[-1], c, act))
             chans.append(c)
+        per_level = [num_anchors] * len(chans) if isinstance(num_anchors, int) else num_anchors
+        if len(per_level) != len(chans):
+            raise ValueError(f"{len(per_level)} anchor counts for {len(chans)} feature levels")
         self.extras = nn.ModuleList(extras)
-        self.cls_heads = nn.ModuleList(_predictor(c, num_anchors * num_classes) for c in chans)
-        self.reg_heads = nn.ModuleList(_predictor(c, num_anchors * 4) for c in chans)
+        self.cls_heads = nn.ModuleList(_predictor(c, a * num_classes, act)
+                                       for c, a in zip(chans, per_level, strict=True))
+        self.reg_heads = nn.ModuleList(_predictor(c, a * 4, act)
+                                       for c, a in zip(chans, per_level, strict=True))
         self.dequant = DeQuantStub()
         _normal_init(self.extras)
         _normal_init(self.cls_heads)
@@ -219,6 +380,9 @@ class SSDLite(nn.Module):
         self.neg_to_pos_ratio = cfg["neg_to_pos_ratio"]
         self.image_mean = float(cfg["image_mean"])
         self.image_std = float(cfg["image_std"])
+        self.score = cfg["score"]
+        self.resize = cfg["resize"]
+        self.clip_boxes = cfg["clip_boxes"]
         self.box_coder = det_utils.BoxCoder(weights=(10.0, 10.0, 5.0, 5.0))
         self.matcher = det_utils.SSDMatcher(cfg["iou_thresh"])
         self._channels_last = False  # a bool, not a torch.memory_format: pickles with any protocol
@@ -231,6 +395,8 @@ class SSDLite(nn.Module):
             self.core.eval()
             shapes = [f.shape for f in self.core.features(torch.zeros(1, 3, s, s))]
             self.core.train(was_training)
+        if cfg["anchor_generator"] == "tf_ssd":
+            return tf_ssd_anchors([tuple(sh[-2:]) for sh in shapes], s, cfg)
         gen = DefaultBoxGenerator([list(cfg["aspect_ratios"])] * len(shapes),
                                   min_ratio=cfg["min_ratio"], max_ratio=cfg["max_ratio"])
         feats = [torch.zeros(sh) for sh in shapes]
@@ -257,8 +423,11 @@ class SSDLite(nn.Module):
             if img.dim() != 3 or img.shape[0] != 3:
                 raise ValueError(f"expected images of shape [3, H, W], got {tuple(img.shape)}")
             if img.shape[-2:] != (s, s):
-                img = F.interpolate(img[None], size=(s, s), mode="bilinear",
-                                    align_corners=False)[0]
+                if self.resize == "tf_legacy_bilinear":
+                    img = tf_legacy_resize(img, s)
+                else:
+                    img = F.interpolate(img[None], size=(s, s), mode="bilinear",
+                                        align_corners=False)[0]
             batch.append(img)
         x = (torch.stack(batch) - self.image_mean) / self.image_std
         return x.contiguous(memory_format=self.memory_format)
@@ -276,8 +445,11 @@ class SSDLite(nn.Module):
         same up to the order of exactly tied scores.
         """
         s = self.image_size
-        # [N, A, K] -> [N, K, A], softmax over the classes, background dropped
-        scores_all = F.softmax(cls_logits.float().transpose(1, 2).contiguous(), dim=1)[:, 1:]
+        # [N, A, K] -> [N, K, A], softmax over the classes (or sigmoid), background dropped
+        if self.score == "sigmoid":
+            scores_all = torch.sigmoid(cls_logits.float().transpose(1, 2)[:, 1:].contiguous())
+        else:
+            scores_all = F.softmax(cls_logits.float().transpose(1, 2).contiguous(), dim=1)[:, 1:]
         num_anchors = scores_all.shape[2]
         out = []
         for reg, scores, (h, w) in zip(bbox_regression.float(), scores_all, sizes, strict=True):
@@ -288,10 +460,17 @@ class SSDLite(nn.Module):
             anchor_idx = keep % num_anchors
             labels = torch.div(keep, num_anchors, rounding_mode="floor") + 1
             b = self.box_coder.decode_single(reg[anchor_idx], self.anchors[anchor_idx])
-            b = clip_boxes_to_image(b, (s, s))
             sc = flat[keep]
-            kept = batched_nms(b, sc, labels, self.nms_thresh)[: self.detections_per_img]
-            b = b[kept] * torch.tensor([w / s, h / s, w / s, h / s], dtype=b.dtype)
+            if self.clip_boxes == "after_nms":  # TF OD API: NMS, clip, drop empty boxes
+                kept = batched_nms(b, sc, labels, self.nms_thresh)[: self.detections_per_img]
+                b = clip_boxes_to_image(b[kept], (s, s))
+                nonempty = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1]) > 0
+                kept, b = kept[nonempty], b[nonempty]
+            else:
+                b = clip_boxes_to_image(b, (s, s))
+                kept = batched_nms(b, sc, labels, self.nms_thresh)[: self.detections_per_img]
+                b = b[kept]
+            b = b * torch.tensor([w / s, h / s, w / s, h / s], dtype=b.dtype)
             out.append({"boxes": b, "scores": sc[kept], "labels": labels[kept]})
         return out
 
@@ -314,8 +493,13 @@ class SSDLite(nn.Module):
         num_fg = max(1, int(fg.sum()))
         bbox_loss = F.smooth_l1_loss(bbox_regression[fg].float(), reg_t[fg].float(),
                                      reduction="sum")
-        ce = F.cross_entropy(cls_logits.float().reshape(-1, cls_logits.shape[-1]),
-                             cls_t.reshape(-1), reduction="none").view(n, a)
+        if self.score == "sigmoid":  # one-hot binary cross-entropy, summed over the classes
+            onehot = F.one_hot(cls_t, cls_logits.shape[-1]).to(torch.float32)
+            ce = F.binary_cross_entropy_with_logits(cls_logits.float(), onehot,
+                                                    reduction="none").sum(-1)
+        else:
+            ce = F.cross_entropy(cls_logits.float().reshape(-1, cls_logits.shape[-1]),
+                                 cls_t.reshape(-1), reduction="none").view(n, a)
         neg = ce.detach().clone()
         neg[fg] = -math.inf
         order = neg.sort(1, descending=True)[1].sort(1)[1]
@@ -363,8 +547,12 @@ def _build(arch: str, features: nn.Sequential, num_classes: int, config: dict) -
         chans = [f.shape[1] for f in backbone.eval()(torch.zeros(1, 3, s, s))]
     backbone.train()
     extras = [_make_divisible(c * width, 8) for c in cfg["extra_channels"]]
-    num_anchors = 2 + 2 * len(cfg["aspect_ratios"])
-    core = SSDLiteCore(backbone, chans, extras, num_anchors, num_classes)
+    per_level = anchors_per_level(cfg, len(chans) + len(extras))
+    num_anchors = per_level[0] if len(set(per_level)) == 1 else tuple(per_level)
+    act = nn.ReLU6 if cfg["activation"] == "relu6" else nn.ReLU
+    core = SSDLiteCore(backbone, chans, extras, num_anchors, num_classes, act)
+    if cfg["padding"] == "tf_same":
+        apply_tf_same_padding(core, s)
     return SSDLite(core, arch=arch, config=config)
 
 
@@ -376,16 +564,21 @@ def _check(num_classes: int, config: dict) -> None:
         raise ValueError(f"unknown model option(s) {sorted(unknown)}; known: {sorted(DEFAULTS)}")
     if config.get("image_size", 320) < 64:
         raise ValueError("image_size must be >= 64 pixels")
+    for key, allowed in CHOICES.items():
+        if key in config and config[key] not in allowed:
+            raise ValueError(f"model option {key}={config[key]!r}: expected one of {allowed}")
 
 
 def ssdlite_mobilenet_v2(num_classes: int, width_mult: float = 1.0, image_size: int = 320,
                          **config) -> SSDLite:
-    """SSD-Lite on MobileNetV2 (ReLU activations, quantizable inverted residuals)."""
+    """SSD-Lite on MobileNetV2 (ReLU activations, or ReLU6 with ``activation="relu6"``;
+    quantizable inverted residuals)."""
     config = {"width_mult": width_mult, "image_size": image_size, **config}
     _check(num_classes, config)
     mnv2 = QuantizableMobileNetV2(width_mult=width_mult, block=QuantizableInvertedResidualV2,
                                   norm_layer=_BN)
-    _relu_everywhere(mnv2)
+    if config.get("activation", DEFAULTS["activation"]) == "relu":
+        _relu_everywhere(mnv2)
     return _build("ssdlite_mobilenet_v2", mnv2.features, num_classes, config)
 
 
