@@ -1336,6 +1336,9 @@ class Bench:
         out = {**self.workload.provenance, "config": self.config_dict(variant)}
         if self.kernel_dependent(variant):
             out["cpu_class"] = self.cpu_class(variant)
+            # a class reached by restricting a higher one (navya.cpuclass) is kept apart
+            out["kernels"] = ("native" if out["cpu_class"] == self.machine["cpu_class"]
+                              else "restricted")
         out["cpu"] = {"model": self.machine["cpu_model"], "class": self.machine["cpu_class"]}
         core = getattr(self.peek(Fig.MODEL, variant), "core", None)
         runtime = getattr(core, "runtime", "")
@@ -1400,11 +1403,16 @@ class Bench:
     def refresh_refusals(self, expected: Sequence[str], *, incomplete: str | None = None,
                          default_eval_images: int | None = None) -> dict[str, str]:
         """Why the pending refresh must not be written, by override name: ``incomplete``
-        (a variant of ``expected`` not measured, or the caller's reason), and each
+        (a variant of ``expected`` not measured, or the caller's reason; a variant NOT
+        APPLICABLE on this CPU class has nothing to record here and does not count), and each
         :data:`REFRESH_FIELDS` field in which the run differs from the baselines on disk
         (without any: ``eval_images`` when it is not ``default_eval_images``)."""
+        from navya.catalogue import get_variant
+
         out: dict[str, str] = {}
-        missing = [v for v in expected if v not in self.pending_baselines]
+        missing = [v for v in expected if v not in self.pending_baselines
+                   and (v in self._models
+                        or get_variant(v).not_applicable(self.cpu_class(v)) is None)]
         if missing or incomplete:
             out["incomplete"] = "; ".join(
                 ([f"not measured in this run: {', '.join(missing)}"] if missing else [])

@@ -256,6 +256,35 @@ def test_a_budget_set_for_other_classes_only_is_loud_not_a_failure(tiny, val,  #
     assert broke.failed and "the budget of CPU class avx2" in broke.message
 
 
+def test_a_baseline_recorded_by_restriction_is_not_compared_with_a_native_run(
+        tiny, val, int8_like, tmp_path):  # noqa: F811
+    restricted = _bench(tiny, val, baselines_dir=tmp_path)
+    restricted._machine = {**restricted.machine, "cpu_class": "avx512_bf16",
+                           "kernel_class": "avx2"}
+    assert restricted.check_baseline("kernely", update=True).passed
+    (path,) = restricted.commit_baselines()
+    assert path == tmp_path / "classes" / "avx2" / "kernely.json"
+    assert json.loads(path.read_text())["provenance"]["kernels"] == "restricted"
+    again = _bench(tiny, val, baselines_dir=tmp_path)
+    again._machine = dict(restricted._machine)
+    assert again.check_baseline("kernely").passed  # restricted against restricted
+    native = _on(_bench(tiny, val, baselines_dir=tmp_path), "avx2")
+    v = native.check_baseline("kernely")
+    assert v.outcome is Outcome.NOT_COMPARABLE and not v.failed
+    assert "kernels: baseline 'restricted', this run 'native'" in v.message
+
+
+def test_a_refresh_on_a_class_does_not_wait_for_variants_not_applicable_there(
+        tiny, val, int8_like, tmp_path):  # noqa: F811
+    on_avx2 = _on(_bench(tiny, val, baselines_dir=tmp_path), "avx2")
+    assert on_avx2.check_baseline("kernely", update=True).passed
+    assert "incomplete" not in on_avx2.refresh_refusals(["kernely", "needs-bf16"])
+    on_bf16 = _on(_bench(tiny, val, baselines_dir=tmp_path), "avx512_bf16")
+    assert on_bf16.check_baseline("kernely", update=True).passed
+    assert on_bf16.refresh_refusals(["kernely", "needs-bf16"])["incomplete"] == (
+        "not measured in this run: needs-bf16")
+
+
 def test_a_variant_that_needs_native_bf16_is_not_applicable_without_it(tiny, val,  # noqa: F811
                                                                        int8_like):
     assert _on(_bench(tiny, val), "avx2").unavailable("needs-bf16") == (
