@@ -46,6 +46,14 @@ never triggers it (VOC indices satisfy ``1 <= xmin <= xmax <= width``).
 
 Labels are 1-based indices into ``class_names``; 0 is reserved for background and
 never appears in an annotation.
+
+Objects of other classes
+------------------------
+An object whose ``<name>`` is not in ``class_names`` is an error by default
+(``other_classes="error"``). A detector of fewer classes than the annotations name (a person
+detector scored on 20-class VOC annotations) reads them with ``other_classes="ignore"``:
+those objects are dropped, as if not annotated, and :class:`VOCDataset` records how many of
+each class it dropped (:attr:`VOCDataset.ignored_objects`) and says so in one ``UserWarning``.
 """
 
 from __future__ import annotations
@@ -72,6 +80,7 @@ __all__ = [
     "VOCFormatError",
     "Annotation",
     "DegeneratePolicy",
+    "OtherClassesPolicy",
     "SizePolicy",
     "parse_annotation",
     "read_class_names",
@@ -111,6 +120,10 @@ _POLICIES: tuple[str, ...] = ("clip", "skip", "error")
 #: ``"image"`` (the file's own size, default), ``"annotation"`` (the XML's; a mismatching image
 #: is an error when it is read), ``"error"`` (any such file is an error when the split loads).
 SizePolicy = Literal["image", "annotation", "error"]
+#: What an object of a class not in ``class_names`` means: ``"error"`` (default) or
+#: ``"ignore"`` (the object is dropped and counted).
+OtherClassesPolicy = Literal["error", "ignore"]
+_OTHER_CLASSES_POLICIES: tuple[str, ...] = ("error", "ignore")
 _SIZE_POLICIES: tuple[str, ...] = ("image", "annotation", "error")
 #: EXIF orientations that swap width and height (90 or 270 degrees, mirrored or not)
 _EXIF_ORIENTATION = 0x0112
@@ -256,12 +269,14 @@ def _basename(name: str) -> str:
 def _parse(
     xml_path: Path, index: Mapping[str, int], degenerate: str,
     resolve_size: Callable[[str, tuple[int, int] | str], tuple[int, int]] | None = None,
+    *, ignored: dict[str, int] | None = None,
 ) -> tuple[Annotation, int, str | None]:
     """Parse one XML; return (annotation, boxes clipped or dropped, note on the first one).
 
     ``resolve_size(filename, xml_size)`` gives the size the boxes are checked against, from
     the ``<size>`` read (or why there is none); without it the XML's ``<size>`` must be
-    valid."""
+    valid. ``ignored``: None, an object of a class not in ``index`` is an error; a dict, such
+    an object is dropped and counted there by class name."""
     where = str(xml_path)
     try:
         root = ET.parse(xml_path).getroot()
@@ -298,6 +313,9 @@ def _parse(
             raise VOCFormatError(f"{where}: object[{i}]: missing <name>")
         owhere = f"{where}: object[{i}] {name!r}"
         label = index.get(name)
+        if label is None and ignored is not None:
+            ignored[name] = ignored.get(name, 0) + 1
+            continue
         if label is None:
             raise VOCFormatError(
                 f"{owhere}: unknown class name {name!r}; {_known_classes_hint(index)}"
@@ -616,6 +634,10 @@ class VOCDataset(Dataset):
             model that resizes to ``decode_size`` never upsamples); its target's boxes and
             ``orig_size`` are scaled to the decoded pixels (IoU, so mAP, does not change
             under that scaling). Other formats decode at full size.
+        other_classes: an object whose class is not in ``class_names``: ``"error"`` (default,
+            :class:`VOCFormatError` naming it) or ``"ignore"`` (dropped as if not annotated;
+            counted per class in :attr:`ignored_objects`, one ``UserWarning`` gives the count).
+            For a detector of fewer classes, e.g. ``class_names=["person"]`` on VOC's 20.
 
     All annotations are parsed and every image file is checked for existence here,
     so a broken tree fails at construction with :class:`VOCFormatError`.  If any box
@@ -639,8 +661,16 @@ class VOCDataset(Dataset):
         | None = None,
         size_policy: SizePolicy = "image",
         decode_size: int | None = None,
+        other_classes: OtherClassesPolicy = "error",
     ) -> None:
         _check_policy(degenerate)
+        if other_classes not in _OTHER_CLASSES_POLICIES:
+            raise VOCFormatError(f"other_classes must be one of {_OTHER_CLASSES_POLICIES}, got "
+                                 f"{other_classes!r}")
+        self.other_classes: str = other_classes
+        #: objects of classes not in ``class_names`` dropped (``other_classes="ignore"``), per
+        #: class name, sorted by name; empty when none was (always, with ``"error"``)
+        self.ignored_objects: dict[str, int] = {}
         if decode_size is not None and (isinstance(decode_size, bool)
                                         or int(decode_size) != decode_size or decode_size < 1):
             raise VOCFormatError(f"decode_size must be a positive integer or None, got "
@@ -679,6 +709,7 @@ class VOCDataset(Dataset):
         n_fixed = n_files = 0
         first_note: str | None = None
         resized: list[str] = []
+        ignored: dict[str, int] | None = {} if other_classes == "ignore" else None
         for image_id in ids:
             xml_path = ann_dir / f"{image_id}.xml"
             if not xml_path.is_file():
@@ -709,7 +740,7 @@ class VOCDataset(Dataset):
                 resized.append(f"{xml_path.name}: {what}, the image is {w}x{h}")
                 return w, h
 
-            ann, n, note = _parse(xml_path, index, degenerate, resolve)
+            ann, n, note = _parse(xml_path, index, degenerate, resolve, ignored=ignored)
             if n:
                 n_fixed += n
                 n_files += 1
@@ -723,6 +754,17 @@ class VOCDataset(Dataset):
                 f"VOC {split}: {len(resized)} annotation{'s' if len(resized) != 1 else ''} "
                 f"with a missing, zero or wrong <size>: the image's own size is used "
                 f"(size_policy='image'), first: {resized[0]}",
+                category=UserWarning,
+                stacklevel=2,
+            )
+
+        if ignored:
+            self.ignored_objects = dict(sorted(ignored.items()))
+            total = sum(ignored.values())
+            shown = ", ".join(f"{k} {v}" for k, v in self.ignored_objects.items())
+            warnings.warn(
+                f"VOC {split}: {total} object{'s' if total != 1 else ''} of classes not in "
+                f"class_names dropped (other_classes='ignore'): {shown}",
                 category=UserWarning,
                 stacklevel=2,
             )
