@@ -1336,7 +1336,8 @@ class Bench:
         out = {**self.workload.provenance, "config": self.config_dict(variant)}
         if self.kernel_dependent(variant):
             out["cpu_class"] = self.cpu_class(variant)
-            # a class reached by restricting a higher one (navya.cpuclass) is kept apart
+            # informational, like "cpu": a class reached by restricting a higher one
+            # (navya.cpuclass) gives the class's figures (README, "CPU classes")
             out["kernels"] = ("native" if out["cpu_class"] == self.machine["cpu_class"]
                               else "restricted")
         out["cpu"] = {"model": self.machine["cpu_model"], "class": self.machine["cpu_class"]}

@@ -79,9 +79,7 @@ BASELINE_FIELDS: dict[str, str] = {
 #: not comparable (another checkpoint, data set, split, image count, variant config or, for a
 #: variant whose figures depend on the CPU's kernels, CPU class).
 PROVENANCE_FIELDS = ("checkpoint_sha256", "data_fingerprint", "eval_images", "split", "config",
-                     "cpu_class", "kernels")
-#: Provenance fields a baseline written before they existed lacks, and the value that meant.
-PROVENANCE_DEFAULTS = {"kernels": "native"}
+                     "cpu_class")
 
 
 class BudgetError(NavyaError, ValueError):
@@ -480,16 +478,9 @@ def compare_baseline(variant: str, baseline: Mapping, figures: Mapping[str, Any]
 
 def provenance_mismatch(baseline: Mapping, provenance: Mapping[str, Any]) -> list[str]:
     """Provenance fields that differ (a baseline of another checkpoint or data set)."""
-    old, new = ({**PROVENANCE_DEFAULTS, **p} for p in (baseline["provenance"], provenance))
-    out = [f"{k}: baseline {old.get(k)!r}, this run {new.get(k)!r}"
-           for k in PROVENANCE_FIELDS if old.get(k) != new.get(k)]
-    if old.get("kernels") != new.get("kernels"):
-        out.append("a restriction (navya.cpuclass.restriction_env) reproduces the class's int8 "
-                   "arithmetic bit for bit, but not every figure of a native CPU of that class "
-                   "(the x86 engine picks its kernels by the real CPU, and calibration runs on "
-                   "its float kernels): baselines recorded one way are not compared with runs "
-                   "the other way")
-    return out
+    old = baseline["provenance"]
+    return [f"{k}: baseline {old.get(k)!r}, this run {provenance.get(k)!r}"
+            for k in PROVENANCE_FIELDS if old.get(k) != provenance.get(k)]
 
 
 # -- speed baselines, per machine ---------------------------------------------------------------

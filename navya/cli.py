@@ -45,7 +45,8 @@ def _load_dataset(data: str, split: str, class_names=None, limit=None, *, args=N
     from navya.data.voc import VOCDataset
 
     return VOCDataset(data, split=split, class_names=class_names, limit=limit,
-                      size_policy=getattr(args, "size_policy", "image"), decode_size=decode_size)
+                      size_policy=getattr(args, "size_policy", "image"), decode_size=decode_size,
+                      other_classes=getattr(args, "other_classes", "error"))
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -341,6 +342,10 @@ def _checkpoint_and_data(parser: argparse.ArgumentParser, split_help: str) -> No
     parser.add_argument("--data", required=True, help="VOC root (folder holding VOCdevkit/)")
     parser.add_argument("--split", default="val", help=split_help)
     _size_policy(parser)
+    parser.add_argument("--other-classes", default="error", choices=["error", "ignore"],
+                        help="objects of classes the checkpoint does not have (a person "
+                             "detector on 20-class VOC): an error (default), or dropped and "
+                             "counted (one warning gives the count per class)")
 
 
 def _size_policy(parser: argparse.ArgumentParser) -> None:

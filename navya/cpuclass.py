@@ -48,6 +48,7 @@ __all__ = [
     "kernel_class",
     "class_features",
     "restriction_env",
+    "x86_engine_uses_onednn",
     "restrictions_in_force",
     "validate_class",
 ]
@@ -240,6 +241,15 @@ def capability_mismatch(host: str, capability: str,
             f"shows the host's /proc/cpuinfo). Name the class of the CPU they run on with "
             f"{OVERRIDE_VAR}=<class> (e.g. {OVERRIDE_VAR}=avx2 under `qemu-x86_64 -cpu "
             f"Haswell`); classes: {', '.join(CLASSES)}")
+
+
+def x86_engine_uses_onednn(cls: str) -> bool:
+    """Whether torch's ``x86`` quantized engine sends convolutions to oneDNN on a CPU of class
+    ``cls``: it does (for groups <= 100 and symmetric weights) exactly where the CPU has
+    AVX512-VNNI (``should_use_onednn_quant`` asks cpuinfo for ``avx512vnni``), and uses FBGEMM
+    everywhere else. A restriction does not change that question's answer, so a CPU restricted
+    below its class must be told which engine its target class would use."""
+    return cls in ("avx512_vnni", "avx512_bf16", "amx")
 
 
 def class_features(cls: str) -> dict[str, bool]:

@@ -329,7 +329,9 @@ class ExecuTorchCore(RuntimeCore):
         program = Runtime.get().load_program(self.files["model.pte"])
         method = program.load_method("forward")
 
-        def run(x: Tensor) -> list[Tensor]:
+        def run(x: Tensor, _program=program) -> list[Tensor]:
+            # _program: a Method does not keep its Program alive (running one whose Program
+            # was freed crashed under qemu-x86_64; natively it happened to work)
             return [t.clone() for t in method.execute((x,))]
 
         return run

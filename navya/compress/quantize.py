@@ -78,6 +78,7 @@ __all__ = [
     "quantize_pt2e",
     "quantize_qat",
     "quantize_static",
+    "packing_engine",
     "quantized_engine",
     "sensitivity_blocks",
     "torchao_available",
@@ -240,6 +241,22 @@ class _EngineHooks:
             torch.backends.quantized.engine = self._saved.pop()
 
 
+def packing_engine(engine: str) -> str:
+    """The engine to pack and run ``engine``'s weights with here: ``engine``, except that the
+    ``x86`` engine under a kernel restriction (navya.cpuclass) packs with ``fbgemm`` where the
+    restricted class would not send convolutions to oneDNN while this CPU does: the x86 engine
+    picks between the two by asking the real CPU for AVX512-VNNI, which no restriction hides,
+    and a CPU of the restricted class runs FBGEMM (README, "CPU classes")."""
+    if engine != "x86":
+        return engine
+    from navya.cpuclass import host_class, kernel_class, x86_engine_uses_onednn
+
+    host, kernel = host_class(), kernel_class()
+    if kernel != host and x86_engine_uses_onednn(host) and not x86_engine_uses_onednn(kernel):
+        return "fbgemm"
+    return engine
+
+
 def _run_with_engine(model: nn.Module, core: nn.Module, engine: str) -> None:
     hooks = _EngineHooks(engine)
     core.register_forward_pre_hook(hooks.before)
@@ -391,8 +408,8 @@ def quantize_static(model: nn.Module, config: PTQConfig, context: CompressContex
     _ao.prepare(core)
     seconds = _calibrate(out, core, dataset, indices, config.batch_size, context.progress,
                          "calibrate")
-    _ao.convert(core, config.engine)
-    _run_with_engine(out, core, config.engine)
+    _ao.convert(core, packing_engine(config.engine))
+    _run_with_engine(out, core, packing_engine(config.engine))
     out.calibration_indices = tuple(indices)
     out.calibration_seconds = seconds
     out.keep_float = tuple(config.keep_float) if only is None else tuple(
@@ -548,8 +565,8 @@ def quantize_qat(model: nn.Module, config: QATConfig,
     result = train(out, dataset, train_config, hooks=[hook], progress=context.progress,
                    desc="int8-qat", teacher=teacher, distill_weight=config.distill_weight)
     out.eval()
-    _ao.convert(core, config.engine)
-    _run_with_engine(out, core, config.engine)
+    _ao.convert(core, packing_engine(config.engine))
+    _run_with_engine(out, core, packing_engine(config.engine))
     out.qat_seconds = result.seconds
     out.qat_iterations = result.iterations
     out.qat_losses = tuple(result.losses)
