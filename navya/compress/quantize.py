@@ -257,6 +257,16 @@ def packing_engine(engine: str) -> str:
     return engine
 
 
+def _emulate_engine_dispatch() -> None:
+    """Under a kernel restriction below AVX512-VNNI on a CPU with it, make ``fbgemm`` the
+    process's quantized engine where it is still torch's ``x86`` default: a model re-packs its
+    weights with the current engine whenever it is unpickled (the artifact cache, a worker) or
+    copied, and must re-pack as it was packed (:func:`packing_engine`), as on a CPU of the
+    restricted class, where the x86 engine is FBGEMM."""
+    if torch.backends.quantized.engine == "x86" and packing_engine("x86") == "fbgemm":
+        torch.backends.quantized.engine = "fbgemm"
+
+
 def _run_with_engine(model: nn.Module, core: nn.Module, engine: str) -> None:
     hooks = _EngineHooks(engine)
     core.register_forward_pre_hook(hooks.before)
@@ -771,3 +781,6 @@ def quantize_pt2e(model: nn.Module, config: PT2EConfig,
     out.calibration_indices = tuple(indices)
     out.pt2e_seconds = seconds
     return out
+
+
+_emulate_engine_dispatch()
