@@ -214,27 +214,24 @@ def restriction_env(cls: str) -> dict[str, str]:
     return env
 
 
-#: torch's ``get_cpu_capability()`` for each ATen level, and the lowest class that reaches it.
-_CAPABILITY_CLASS = {"DEFAULT": "x86", "AVX2": "avx2", "AVX512": "avx512"}
+#: ATen's vectorization levels (``ATEN_CPU_CAPABILITY`` values), lowest first.
+_ATEN_LEVELS = ("default", "avx2", "avx512")
 
 
 def capability_mismatch(host: str, capability: str,
                         env: Mapping[str, str] | None = None) -> str | None:
     """Why the class ``host`` (read from /proc/cpuinfo) cannot be this machine's, given the
     ATen capability torch detected (``torch.backends.cpu.get_cpu_capability()``); None when they
-    agree. They disagree when the flags reach a rung whose vector width torch did not find
-    (and ``ATEN_CPU_CAPABILITY`` does not explain it): the kernels dispatch on CPUID, so the
+    agree. They disagree when the flags promise an ATen level (:data:`_ATEN_ISA`) torch did not
+    find (and ``ATEN_CPU_CAPABILITY`` does not explain it): the kernels dispatch on CPUID, so the
     flags are not this CPU's, as under user-mode QEMU, whose /proc/cpuinfo is the host's."""
     env = os.environ if env is None else env
     if env.get(OVERRIDE_VAR, "").strip() or env.get("ATEN_CPU_CAPABILITY", "").strip():
         return None
-    found = _CAPABILITY_CLASS.get(capability.upper())
-    if found is None or _rank(host) < 0 or host in {n for n, _ in ARM_LADDER}:
+    found, promised = capability.lower(), _ATEN_ISA.get(host)
+    if promised is None or found not in _ATEN_LEVELS:
         return None
-    # the ATen level the flags promise: avx512 for every AVX-512 rung and AMX, else avx2
-    promised = ("avx512" if _rank(host) >= _rank("avx512") else
-                "avx2" if _rank(host) >= _rank("avx2") else "x86")
-    if _rank(found) >= _rank(promised):
+    if _ATEN_LEVELS.index(found) >= _ATEN_LEVELS.index(promised):
         return None
     return (f"/proc/cpuinfo's flags make this CPU class {host}, but torch's kernels found only "
             f"{capability} on it: the flags are not the CPU the kernels run on (user-mode QEMU "

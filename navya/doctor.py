@@ -18,7 +18,6 @@ from pathlib import Path
 from navya.cpuclass import (
     OVERRIDE_VAR,
     UNRESTRICTABLE,
-    capability_mismatch,
     class_features,
     cpu_flags,
     host_class,
@@ -176,14 +175,12 @@ def applicable(budgets_path: Path, baselines_dir: Path, cls_kernel: str,
 
 def doctor(budgets_path: Path, baselines_dir: Path, *, as_json: bool = False) -> str:
     """The report of ``navya doctor`` (text, or JSON with ``as_json``)."""
-    from navya.runtime import cpu_model, machine_key, machine_slug
+    from navya.runtime import cpu_class_mismatch, cpu_model, machine_key, machine_slug
 
     flags = cpu_flags()
-    host = host_class()  # NAVYA_CPU_CLASS names an emulated CPU's class
+    host, flag_class = host_class(), host_class(flags)  # NAVYA_CPU_CLASS may name the first
     kernel = kernel_class(host)
-    import torch
-
-    mismatch = capability_mismatch(host_class(flags), torch.backends.cpu.get_cpu_capability())
+    mismatch = cpu_class_mismatch()
     key = machine_key(1)
     shown = [f for f in SHOWN_FLAGS if f in flags]
     rts = runtimes(host, kernel)
@@ -192,7 +189,8 @@ def doctor(budgets_path: Path, baselines_dir: Path, *, as_json: bool = False) ->
     if as_json:
         return json.dumps({"cpu_model": cpu_model(), "flags": shown, "cpu_class": host,
                            "kernel_class": kernel, "restrictions": restrictions_in_force(),
-                           "class_mismatch": mismatch, "machine_slug": machine_slug(key), "runtimes": dict(rts),
+                           "class_mismatch": mismatch, "machine_slug": machine_slug(key),
+                           "runtimes": dict(rts),
                            "speed_baseline": str(speed) if speed.exists() else None,
                            "applies": apply}, indent=2)
     lines = [f"CPU        {cpu_model()} ({key['cores']} usable cores)",
@@ -202,8 +200,8 @@ def doctor(budgets_path: Path, baselines_dir: Path, *, as_json: bool = False) ->
                 + ", ".join(f"{k}={v}" for k, v in restrictions_in_force().items())
                 if kernel != host else ""),
              f"machine    {machine_slug(key)}"]
-    if host != host_class(flags):
-        lines.append(f"           (the class is {OVERRIDE_VAR}'s; the flags say {host_class(flags)})")
+    if host != flag_class:
+        lines.append(f"           (the class is {OVERRIDE_VAR}'s; the flags say {flag_class})")
     if mismatch:
         lines.append(f"WARNING    {mismatch}")
     lines += ["", "kernels here:"]

@@ -39,6 +39,7 @@ from torch import nn
 __all__ = [
     "usable_cpus",
     "ENGINES",
+    "cpu_class_mismatch",
     "cpu_model",
     "machine_key",
     "machine_slug",
@@ -197,6 +198,15 @@ def cpu_model() -> str:
 
     return (_cpuinfo().get("model name") or platform.processor() or platform.machine()
             or "unknown")
+
+
+def cpu_class_mismatch() -> str | None:
+    """Why /proc/cpuinfo's class is not the CPU torch's kernels run on (an emulator that shows
+    the host's flags), or None: :func:`navya.cpuclass.capability_mismatch` with torch's own
+    capability."""
+    from navya.cpuclass import capability_mismatch, cpu_flags, host_class
+
+    return capability_mismatch(host_class(cpu_flags()), torch.backends.cpu.get_cpu_capability())
 
 
 def machine_key(threads: int) -> dict[str, Any]:
