@@ -765,8 +765,6 @@ class SuiteSession:
         """Before any test runs: the budgets gate every selected variant within meaningful
         ranges, and every baseline file is of a known variant and well formed (each error
         names the file and the key)."""
-        import torch
-
         from navya.bench import REFERENCE
         from navya.budgets import (
             CLASSES_SUBDIR,
@@ -776,10 +774,10 @@ class SuiteSession:
             read_baseline,
         )
         from navya.catalogue import DEFAULT_MODEL, variant_names
-        from navya.cpuclass import capability_mismatch, cpu_flags, host_class, kernel_class
+        from navya.cpuclass import kernel_class
+        from navya.runtime import cpu_class_mismatch
 
-        mismatch = capability_mismatch(host_class(cpu_flags()),
-                                       torch.backends.cpu.get_cpu_capability())
+        mismatch = cpu_class_mismatch()
         if mismatch:  # every class-keyed figure would be compared with another class's
             raise pytest.UsageError(f"navya: {mismatch}")
         base = self._path_opt("navya_baselines", "benchmarks/baselines")
