@@ -10,7 +10,7 @@ followed by the same-run figures of :data:`SAME_RUN_FIELDS`; budget and baseline
 return :class:`Verdict` values. Nothing here imports pytest: :mod:`navya.suite` turns verdicts
 into test outcomes, ``navya measure`` prints rows, :mod:`navya.report` writes them.
 
-Protocol (DESIGN.md, "Measurement protocol"):
+Protocol (docs/DESIGN.md, "Measurement protocol"):
 
 - **Accuracy**: VOC AP at IoU 0.5 per class (all-point) and mAP (all-point and VOC07
   11-point) on the workload's evaluation images, with all cores (it is not timed).
@@ -90,6 +90,10 @@ SAME_RUN_FIELDS: tuple[str, ...] = (
     "speedup",  # t(reference) / t(variant), interleaved in this run
     "speedup_ci_low",
     "speedup_ci_high",
+    "map_ci_low",  # bootstrap interval of mAP over the images (models gated with intervals)
+    "map_ci_high",
+    "map_drop_points_ci_low",  # paired bootstrap interval of the drop, points
+    "map_drop_points_ci_high",
     "transform_s",  # seconds the variant's transform took (calibration, fine-tune) when built
     "artifact",  # built / cache (artifact cache hit) / uncached / prebuilt
     "evaluated",  # now / cache (evaluation cache hit)
@@ -183,6 +187,10 @@ class Workload:
     provenance: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     eval_images: int | None = None
+    #: accuracy figures come with bootstrap intervals over the evaluation images
+    intervals: bool = False
+    #: the fewest calibration images (the whole train split when smaller); 1: 2 % as it is
+    min_calibration_images: int = 1
 
     @property
     def class_names(self) -> tuple[str, ...]:
@@ -196,21 +204,37 @@ class Workload:
 
 def load_workload(checkpoint: str | os.PathLike, data: str | os.PathLike, *, split: str = "val",
                   eval_images: int | None = 500, train_split: str | None = "train",
-                  size_policy: str = "image") -> Workload:
+                  size_policy: str = "image", other_classes: str = "error",
+                  classes: tuple[str, ...] | None = None, source_package: str | None = None,
+                  intervals: bool = False, content_fingerprint: bool = False,
+                  min_calibration_images: int = 1) -> Workload:
     """The workload of a checkpoint and a VOC folder (the train split feeds calibration).
     Large JPEGs decode reduced to the model's input size (``VOCDataset(decode_size=...)``);
-    ``size_policy`` is the reader's (what a wrong ``<size>`` means)."""
+    ``size_policy`` and ``other_classes`` are the reader's (what a wrong ``<size>`` and an
+    object of a class the model does not detect mean). A checkpoint ending in ``.pb`` is a TF OD
+    API frozen graph, imported with ``classes`` (:func:`navya.models.tfod.load_graph`).
+    ``intervals``: accuracy figures come with bootstrap intervals over the images.
+    ``content_fingerprint``: data without a synthetic set's recorded fingerprint is identified
+    by its contents (the evaluation and train splits' images and annotations), so that a
+    baseline recorded on another set is not comparable. ``min_calibration_images``: the fewest
+    images a calibration uses (:class:`~navya.compress.base.CompressContext`)."""
     from navya.data.memory import UInt8Images
     from navya.data.synthetic import read_fingerprint, verify_synthetic
     from navya.data.voc import VOCDataset
     from navya.models import load_checkpoint
     from navya.models.checkpoint import sha256_file
 
-    reference, ckpt = load_checkpoint(checkpoint)
+    if Path(checkpoint).suffix == ".pb":
+        from navya.models.tfod import load_graph
+
+        reference, ckpt = load_graph(checkpoint, classes or (), source_package=source_package)
+    else:
+        reference, ckpt = load_checkpoint(checkpoint)
     names = ckpt.class_names or None
     try:
         eval_set = VOCDataset(data, split, class_names=names, limit=eval_images,
-                              size_policy=size_policy, decode_size=reference.image_size)
+                              size_policy=size_policy, decode_size=reference.image_size,
+                              other_classes=other_classes)
     except NavyaError as exc:
         if names and "class" in str(exc):
             raise BenchError(
@@ -235,7 +259,7 @@ def load_workload(checkpoint: str | os.PathLike, data: str | os.PathLike, *, spl
     if train_split:
         try:
             train = VOCDataset(data, train_split, class_names=names, size_policy=size_policy,
-                               decode_size=reference.image_size)
+                               decode_size=reference.image_size, other_classes=other_classes)
         except NavyaError as exc:
             notes.append(f"no {train_split} split in {data} ({exc}): variants that calibrate "
                          "or fine-tune cannot be built")
@@ -250,7 +274,17 @@ def load_workload(checkpoint: str | os.PathLike, data: str | os.PathLike, *, spl
         "split": split,
         "torch_version": torch.__version__,
     }
-    return Workload(reference.eval(), UInt8Images(eval_set), train, provenance, notes)
+    if fingerprint is None and content_fingerprint:
+        import hashlib
+
+        parts = [eval_set.fingerprint()] + ([train.fingerprint()] if train is not None else [])
+        provenance["data_fingerprint"] = hashlib.sha256(" ".join(parts).encode()).hexdigest()
+    if other_classes != "error":  # objects of other classes left out of the ground truth
+        provenance["other_classes"] = other_classes
+    if min_calibration_images != 1:
+        provenance["min_calibration_images"] = min_calibration_images
+    return Workload(reference.eval(), UInt8Images(eval_set), train, provenance, notes,
+                    intervals=intervals, min_calibration_images=min_calibration_images)
 
 
 
@@ -354,8 +388,10 @@ class Bench:
         self.reused_from: dict[str, str] = {}
         self.context = CompressContext(train_dataset=workload.train_dataset,
                                        progress=self.settings.progress, seed=self.settings.seed,
-                                       artifacts=self.artifacts)
+                                       artifacts=self.artifacts,
+                                       min_calibration_images=workload.min_calibration_images)
         self._cache: dict[tuple[Fig, str, int], Any] = {}
+        self._intervals: dict[tuple[str, str], Any] = {}  # bootstrap of each evaluated variant
         self.verdicts: dict[str, dict[str, Verdict]] = {}
         self.order: list[str] = []  # variants in the order they were first measured
         self.errors: dict[str, str] = {}
@@ -621,7 +657,8 @@ class Bench:
                                       class_names=self.workload.class_names,
                                       batch_size=self.settings.eval_batch_size,
                                       limit=self.workload.eval_images,
-                                      progress=self.settings.progress)
+                                      progress=self.settings.progress,
+                                      keep_predictions=self.workload.intervals)
 
         def run():
             parts = self.evaluation_key(variant)
@@ -684,6 +721,7 @@ class Bench:
                  *sorted({type(m).__module__ for m in model.modules()
                           if type(m).__module__.startswith("navya")})]
         return {"format": 1, "artifact": artifact, "data": data_fp,
+                **({"predictions": True} if self.workload.intervals else {}),
                 "eval_images": self.workload.eval_count,
                 "class_names": list(self.workload.class_names),
                 "batch_size": self.settings.eval_batch_size, "threads": usable_cpus(),
@@ -695,6 +733,46 @@ class Bench:
 
     def map_drop_points(self, variant: str) -> float:
         return (self.map(self.reference) - self.map(variant)) * 100.0
+
+    #: bootstrap settings of the accuracy intervals (a workload with ``intervals``)
+    INTERVAL_RESAMPLES = 1000
+    INTERVAL_CONFIDENCE = 0.95
+
+    def _bootstrap(self, variant: str):
+        """The bootstrap (:func:`~navya.metrics.bootstrap.bootstrap_ap`, seed 0: every variant
+        resamples the same images) of an evaluated variant; None without intervals."""
+        if not self.workload.intervals:
+            return None
+        key = ("bootstrap", variant)
+        if key not in self._intervals:
+            from navya.metrics.bootstrap import bootstrap_ap
+            from navya.metrics.evaluate import targets_of
+
+            ev = self.evaluation(variant)
+            if ev.predictions is None:
+                return None
+            targets = targets_of(self.workload.eval_dataset, len(ev.predictions))
+            self._intervals[key] = bootstrap_ap(
+                ev.predictions, targets, self.workload.class_names, methods=("all-point",),
+                confidence=self.INTERVAL_CONFIDENCE, n_resamples=self.INTERVAL_RESAMPLES, seed=0)
+        return self._intervals[key]
+
+    def map_interval(self, variant: str) -> tuple[float, float] | None:
+        """The bootstrap interval of the variant's all-point mAP over the evaluation images
+        (None: the workload has no intervals)."""
+        boot = self._bootstrap(variant)
+        return None if boot is None else tuple(boot.mean_ap["all-point"][1:])
+
+    def map_drop_interval(self, variant: str) -> tuple[float, float] | None:
+        """The paired bootstrap interval of the mAP drop in points: the reference and the
+        variant scored on the same resampled images (None: no intervals)."""
+        from navya.metrics.bootstrap import percentile_interval
+
+        ref, own = self._bootstrap(self.reference), self._bootstrap(variant)
+        if ref is None or own is None:
+            return None
+        drops = (ref.map_samples["all-point"] - own.map_samples["all-point"]) * 100.0
+        return percentile_interval(drops, self.INTERVAL_CONFIDENCE)
 
     def stats(self, variant: str) -> dict[str, Any]:
         """Parameters, sparsity, serialized size and MACs of the variant."""
@@ -761,6 +839,18 @@ class Bench:
             self.model(self.reference), self.model(variant)  # built outside the speed time
             with self._timed(Fig.SPEEDUP, variant):
                 self._speed_runs(variant, n, runs, pairs)
+        return runs
+
+    def fresh_speed_runs(self, variant: str, n: int) -> list:
+        """``n`` speed runs of ``variant`` measured now: the runs this engine holds and the
+        reuse cache are set aside (a recording must time this build on this machine now)."""
+        runs = self._cached(Fig.SPEEDUP, variant, list)
+        pairs = self._cached(Fig.SPEED_PAIRS, variant, list)
+        runs.clear(), pairs.clear()
+        self.sources[("speed", variant)] = "now"
+        self.model(self.reference), self.model(variant)  # built outside the speed time
+        with self._timed(Fig.SPEEDUP, variant):
+            self._speed_runs(variant, n, runs, pairs)
         return runs
 
     def _reuse_speed(self, variant: str, n: int, runs: list, pairs: list) -> None:
@@ -977,10 +1067,13 @@ class Bench:
     #: computed; ``speed`` and ``memory`` are measurements, kept from a run in which every
     #: check of the variant passed (:meth:`save_measurements`).
     REUSE_GROUPS: dict[str, tuple[str, ...]] = {
-        "stats": ("navya.metrics.model_stats",),
+        # navya.bench itself: part of the stats, speed and memory logic lives here (which
+        # inputs, which rounds, which model is timed)
+        "stats": ("navya.metrics.model_stats", "navya.bench"),
         "speed": ("navya.metrics.speed", "navya.metrics._speed_worker", "navya.metrics.latency",
-                  "navya.runtime"),
-        "memory": ("navya.metrics.memory", "navya.metrics._rss_worker", "navya.runtime"),
+                  "navya.runtime", "navya.bench"),
+        "memory": ("navya.metrics.memory", "navya.metrics._rss_worker", "navya.runtime",
+                   "navya.bench"),
     }
     #: Environment variables that change which kernels run or how many threads they use
     #: (part of a measurement's key): their prefixes.
@@ -1234,6 +1327,13 @@ class Bench:
         ev, ref_ev = self.peek(Fig.EVALUATION, variant), self.peek(Fig.EVALUATION, ref)
         if ev is not None and ref_ev is not None:
             out["map_drop_points"] = (ref_ev.map("all-point") - ev.map("all-point")) * 100.0
+            if self.workload.intervals:
+                ci, drop_ci = self.map_interval(variant), self.map_drop_interval(variant)
+                if ci is not None:
+                    out.update(map_ci_low=ci[0], map_ci_high=ci[1])
+                if drop_ci is not None and variant != ref:
+                    out.update(map_drop_points_ci_low=drop_ci[0],
+                               map_drop_points_ci_high=drop_ci[1])
         st, ref_st = self.peek(Fig.STATS, variant), self.peek(Fig.STATS, ref)
         if st is not None and ref_st is not None:
             out["size_ratio"] = ref_st["size_bytes"] / st["size_bytes"]
@@ -1314,6 +1414,12 @@ class Bench:
             check = BudgetCheck(variant, key, measured, limit)
             note = (f" (median of {len(runs)} fresh runs, the first {first:.4g}: "
                     + ", ".join(f"{r.speedup:.4g}" for r in runs) + ")")
+        if key == "max_map_drop_points" and self.workload.intervals:
+            ci = self.map_drop_interval(variant)
+            if ci is not None:
+                note += (f" ({self.INTERVAL_CONFIDENCE:.0%} bootstrap interval over "
+                         f"{self.workload.eval_count} images: [{ci[0]:+.2f}, {ci[1]:+.2f}] "
+                         "points)")
         if source == "class":
             note += f" (the budget of CPU class {cls})"
         return self._record(Verdict(variant, key, Outcome.PASS if check.passed else Outcome.FAIL,
@@ -1434,10 +1540,17 @@ class Bench:
                 out[key] = (f"this run's {key} is {new}, the baselines in "
                             f"{self.baselines_dir} have {', '.join(old)}")
             elif (not old and key == "eval_images" and default_eval_images is not None
-                  and run.get(key) != default_eval_images):
+                  and run.get(key) != min(default_eval_images, self._split_size())):
                 out[key] = (f"this run evaluated {run.get(key)} images, not the default "
                             f"{default_eval_images}")
         return out
+
+    def _split_size(self) -> float:
+        """How many images the evaluation split lists (a split smaller than the default
+        evaluation count is evaluated whole); unknown: infinite."""
+        data = self.workload.eval_dataset
+        size = getattr(getattr(data, "dataset", data), "split_size", None)
+        return math.inf if size is None else size
 
     def commit_baselines(self) -> list[Path]:
         """Write every pending baseline (each atomically, all at the end of the run)."""
@@ -1491,10 +1604,12 @@ class Bench:
         return out
 
     def figure_values(self, variant: str, n: int) -> dict[str, list[float]]:
-        """The first ``n`` runs' value of each speed figure of ``variant`` (a figure a run did
-        not time is absent)."""
-        runs = self.speed_runs(variant, n)[:n]
-        pairs = self.speed_pairs(variant, n)[:n]
+        """Each speed figure of ``variant`` over its runs, at least ``n`` of them (a figure a
+        run did not time is absent). Every run the engine holds is judged, as the
+        ``min_speedup`` budget judges their median (issue 28, bug 8: with runs reused from
+        the cache, the baseline judged the first ``n`` and the budget all of them)."""
+        runs = self.speed_runs(variant, n)
+        pairs = self.speed_pairs(variant, n)
         out = {variant: [r.speedup for r in runs]}
         for kind in ("build", "pipeline"):
             if all(kind in p for p in pairs):
@@ -1541,8 +1656,9 @@ class Bench:
                 return self._record(Verdict(variant, key, Outcome.NO_BASELINE,
                                             "no baselines folder to record speed into"))
             sha = self._store_build(variant)
-            for fig in (Fig.SPEEDUP, Fig.SPEED_PAIRS):  # every recorded run times the build
-                self._cache.pop((fig, variant, 0), None)
+            # every recorded run is measured now (never reused: issue 28, bug 5) and times the
+            # stored build
+            self.fresh_speed_runs(variant, record)
             values = self.figure_values(variant, record)
             ref_ms = tuple(r.a.median_ms for r in self.speed_runs(variant, record)[:record])
             lines = []

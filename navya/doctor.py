@@ -173,6 +173,21 @@ def applicable(budgets_path: Path, baselines_dir: Path, cls_kernel: str,
     return lines
 
 
+def real_data() -> list[tuple[str, str, str | None, str]]:
+    """Per gated model with data of its own: the model, the set, its folder here (None: not
+    here) and what to do about it."""
+    from navya.catalogue import MODELS
+    from navya.data.real import real_set
+
+    out = []
+    for name, model in MODELS.items():
+        if model.data:
+            found = model.data_folder()
+            out.append((name, model.data, str(found) if found else None,
+                        real_set(model.data).missing()))
+    return out
+
+
 def doctor(budgets_path: Path, baselines_dir: Path, *, as_json: bool = False) -> str:
     """The report of ``navya doctor`` (text, or JSON with ``as_json``)."""
     from navya.runtime import cpu_class_mismatch, cpu_model, machine_key, machine_slug
@@ -186,13 +201,16 @@ def doctor(budgets_path: Path, baselines_dir: Path, *, as_json: bool = False) ->
     rts = runtimes(host, kernel)
     apply = applicable(budgets_path, baselines_dir, kernel, host)
     speed = baselines_dir / "speed" / f"{machine_slug(key)}.json"
+    own_data = real_data()
     if as_json:
         return json.dumps({"cpu_model": cpu_model(), "flags": shown, "cpu_class": host,
                            "kernel_class": kernel, "restrictions": restrictions_in_force(),
                            "class_mismatch": mismatch, "machine_slug": machine_slug(key),
                            "runtimes": dict(rts),
                            "speed_baseline": str(speed) if speed.exists() else None,
-                           "applies": apply}, indent=2)
+                           "applies": apply,
+                           "own_data": {m: {"set": d, "folder": f} for m, d, f, _ in own_data}},
+                          indent=2)
     lines = [f"CPU        {cpu_model()} ({key['cores']} usable cores)",
              f"flags      {' '.join(shown) or 'none of ' + ', '.join(SHOWN_FLAGS)}",
              f"CPU class  {host}"
@@ -215,6 +233,9 @@ def doctor(budgets_path: Path, baselines_dir: Path, *, as_json: bool = False) ->
               "  speed baseline of this machine: "
               + (str(speed) if speed.exists() else f"none ({speed}): `pytest benchmarks/ "
                  "--navya-record-speed 10` records one"),
+              *[f"  model {m} is gated on the real set {d}: "
+                + (f"found at {f}" if f else f"NOT GATED here: {why}")
+                for m, d, f, why in own_data],
               "", "record this class's kernel-dependent baselines: pytest benchmarks/ "
               "--navya-update-baselines (other classes' files are left alone)"]
     if host not in ("avx2", "x86") and host in {"avx2_vnni", "avx512", "avx512_vnni",

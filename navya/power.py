@@ -71,14 +71,13 @@ def _bench_factory(checkpoint, data, *, eval_images: int, speed_rounds: int, bas
 def run_power_study(checkpoint, data, baselines_dir: str | Path, *, variant: str = "int8-ptq",
                     slowdowns: Sequence[float] = (0.0, 0.02, 0.05, 0.10, 0.20),
                     trials: Callable[[str, float], int] | None = None, baseline_runs: int = 10,
-                    family_size: int = 29, speed_rounds: int = 60,
+                    family_size: int, speed_rounds: int = 60,
                     progress: Callable[[str], None] | None = None) -> list[PowerCell]:
     """Record a baseline into ``baselines_dir``, then run every cell (see the module doc).
 
     ``trials(where, slowdown)`` gives the number of trials per cell (default: 20 for the
     network cells at 0, 5 and 10 %, else 10). ``family_size`` is the number of speed checks
-    in the run the tolerances are set for (a default suite run: 14 variants, two figures
-    each, and the reference's pipeline share: 29).
+    in the run the tolerances are set for (:func:`suite_family_size` counts a suite run's).
     """
     say = progress or (lambda _line: None)
     trials = trials or (lambda where, s: 20 if where == "network" and s in (0.0, 0.05, 0.10)
@@ -241,3 +240,23 @@ def read_power_csv(path: str | Path) -> list[PowerCell]:
                           int(r["failed"]),
                           tuple(float(v) for v in r["first_values"].split()))
                 for r in csv.DictReader(f)]
+
+
+def suite_family_size(root: str | Path = ".", *extra: str) -> tuple[int, int]:
+    """The speed checks a ``pytest benchmarks/`` run with ``extra`` options compares, as the
+    suite counts them (``2 * cases + 1``: each case's speedup and its A/B against its stored
+    build, and the reference's pipeline pair), from the suite's own collection in ``root``;
+    and the number of cases. Issue 28, bug 7: the study assumed 29 where the default run had
+    67."""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "pytest", "benchmarks/test_speed.py",
+                          "--collect-only", "-q", "-p", "no:cacheprovider", *extra],
+                         cwd=root, capture_output=True, text=True, timeout=600)
+    cases = [line for line in out.stdout.splitlines() if "::test_speed_regression[" in line]
+    if out.returncode != 0 or not cases:
+        raise RuntimeError(f"could not collect the suite's speed checks in {root} "
+                           f"(exit {out.returncode}): {(out.stdout + out.stderr)[-500:]}")
+    return 2 * len(cases) + 1, len(cases)
+

@@ -343,7 +343,14 @@ def _summary_cells(row: Mapping[str, Any]) -> list[str]:
                 f" {seconds:.0f}s" if seconds is not None else "")
         if spec != "s":
             value = _num(value)
-        cells.append(_DASH if value is None else format(value, spec))
+        cell = _DASH if value is None else format(value, spec)
+        low, high = (_num(row.get(f"{key}_ci_low")), _num(row.get(f"{key}_ci_high"))
+                     ) if key in ("map", "map_drop_points") else (None, None)
+        if value is not None and low is not None and high is not None:
+            # a bootstrap interval over the images (a model gated on a small real set)
+            cell += (f" [{low:.1%}, {high:.1%}]" if key == "map" else
+                     f" [{low:+.1f}, {high:+.1f}]")
+        cells.append(cell)
     return cells
 
 
@@ -609,6 +616,8 @@ def _tradeoff_points(data: Sequence[dict[str, Any]]):
         if speedup is None and ref is not None:
             a, b = _num(ref.get("latency_ms_median")), _num(r.get("latency_ms_median"))
             speedup = a / b if a and b else None
+            # not an isolated interleaved speedup: marked on the plot (issue 28, bug 6)
+            r["_speedup_from_latency"] = speedup is not None
         if drop is None and ref is not None:
             a, b = _num(ref.get("map")), _num(r.get("map"))
             drop = (a - b) * 100.0 if a is not None and b is not None else None
@@ -733,8 +742,11 @@ def tradeoff_figure(rows: Iterable[Row], *, budgets: Mapping[str, Any] | None = 
             runtimes.append(rt)
         far = d > drop_cap
         y = y_lo - 0.03 * (y_lo - y_hi) if far else d
-        ax.scatter([s], [y], s=70, marker="v" if far else RUNTIME_MARKERS[rt], color=color,
-                   alpha=0.8, edgecolors=edge[row.get("model")], linewidths=1.4, zorder=4)
+        estimated = bool(row.get("_speedup_from_latency"))
+        ax.scatter([s], [y], s=70, marker="v" if far else RUNTIME_MARKERS[rt],
+                   color="white" if estimated else color, alpha=0.8,
+                   edgecolors=color if estimated else edge[row.get("model")],
+                   linewidths=1.4, zorder=4)
         # this variant's own budget: a tick at its drop limit above/below it and one at its
         # speedup floor beside it, joined to it by thin lines (no global lines)
         budget = budgets.get(_label(row))
@@ -758,7 +770,8 @@ def tradeoff_figure(rows: Iterable[Row], *, budgets: Mapping[str, Any] | None = 
         name = _label(row).split(":")[-1]
         table.append(f"{i:>2} {mi if len(models) > 1 else '':>1} {name[:34]:<34} {d:+6.2f} "
                      f"{s:5.2f}x {_fmt(row.get('size_mb'), digits=2):>6} "
-                     f"{_status_label(status) if status else '':<9}" + (" ▼" if far else ""))
+                     f"{_status_label(status) if status else '':<9}" + (" ▼" if far else "")
+                     + (" ~" if estimated else ""))
 
     if points:
         _place_labels(ax, fig, xy, labels, fontsize=7.5)
@@ -773,6 +786,10 @@ def tradeoff_figure(rows: Iterable[Row], *, budgets: Mapping[str, Any] | None = 
         handles += [Line2D([], [], marker="o", linestyle="", color="white", markeredgewidth=1.6,
                            markeredgecolor=edge[m], label=f"{i}: {m}")
                     for i, m in enumerate(models, start=1)]
+    if any(r.get("_speedup_from_latency") for r, _, _ in points):
+        handles.append(Line2D([], [], marker="o", linestyle="", color="white",
+                              markeredgecolor="0.3", label="hollow, ~: in-process latency "
+                                                           "ratio, not an isolated speedup"))
     handles.append(Line2D([], [], color="0.3", linestyle="--", label="Pareto front"))
     handles.append(Line2D([], [], color="0.3", marker="|", linestyle="-", linewidth=0.6,
                           label="its budget limits"))

@@ -34,7 +34,7 @@ from typing import Any
 
 from navya._io import atomic_write_text
 from navya.errors import NavyaError
-from navya.report import AP_PREFIX, _label, _num, read_csv, tradeoff_figure
+from navya.report import AP_PREFIX, _label, _num, read_csv, report_names, tradeoff_figure
 
 __all__ = ["HTML_FILE", "RUN_FILE", "VERDICTS_FILE", "ReportError", "append_history",
            "read_history", "read_run", "render_html", "report_from_dir", "verdicts_markdown",
@@ -150,7 +150,7 @@ border:1px solid #1a7f37}.banner.warn{background:#fff8c5;border:1px solid #9a670
 table{border-collapse:collapse;font-size:13px}th,td{border:1px solid #d0d7de;padding:3px 7px;
 text-align:left;vertical-align:top}th{background:#f6f8fa;position:sticky;top:0}
 td.num{text-align:right;font-variant-numeric:tabular-nums}
-tr.fail td{background:#fff5f5}td.msg{max-width:640px;font-size:12px;color:#424a53}
+tr.fail td:not(.fail):not(.pass):not(.skip):not(.error){background:#fff5f5}td.msg{max-width:640px;font-size:12px;color:#424a53}
 .matrix td{text-align:center;min-width:34px}
 .heat td{text-align:right;font-variant-numeric:tabular-nums;min-width:44px}
 img.plot{max-width:100%;border:1px solid #d0d7de}
@@ -262,7 +262,8 @@ def _per_class(rows: Sequence[Mapping[str, Any]]) -> str:
             + "".join(body) + "</table>")
 
 
-def _sparkline(values: Sequence[float], width: int = 180, height: int = 34) -> str:
+def _sparkline(values: Sequence[float], width: int = 180, height: int = 34, *,
+               last_is_this_run: bool = True) -> str:
     lo, hi = min(values), max(values)
     span = (hi - lo) or max(abs(hi) * 0.05, 1e-9)
     lo, hi = lo - 0.1 * span, hi + 0.1 * span
@@ -272,11 +273,16 @@ def _sparkline(values: Sequence[float], width: int = 180, height: int = 34) -> s
     x, y = pts[-1]
     return (f"<svg width='{width}' height='{height}' role='img' aria-label='speedup trend'>"
             f"<polyline fill='none' stroke='#0969da' stroke-width='1.5' points='{line}'/>"
-            f"<circle cx='{x:.1f}' cy='{y:.1f}' r='2.5' fill='#cf222e'/></svg>")
+            f"<circle cx='{x:.1f}' cy='{y:.1f}' r='2.5' "
+            f"fill='{'#cf222e' if last_is_this_run else '#57606a'}' "
+            f"data-this-run='{'yes' if last_is_this_run else 'no'}'/></svg>")
 
 
 def _trends(rows: Sequence[Mapping[str, Any]], history: Sequence[Mapping[str, Any]],
-            machine: str) -> str:
+            machine: str, this_run: str | None = None) -> str:
+    """Each variant's speedup over the machine's complete runs. ``this_run``: the run's
+    ``created`` time, which its history lines carry; the last point is drawn as this run only
+    where it is (an incomplete run adds no line; a later `navya report` finds newer lines)."""
     by_case: dict[str, list[tuple[str, float]]] = {}
     for h in history:
         x = _num(h.get("speedup"))
@@ -285,19 +291,27 @@ def _trends(rows: Sequence[Mapping[str, Any]], history: Sequence[Mapping[str, An
     if not any(len(v) >= 2 for v in by_case.values()):
         return (f"<p class='small' id='trends'>no speed history on this machine yet "
                 f"({_e(machine)}): each complete run adds one point per variant</p>")
-    body = []
+    body, ours = [], 0
     for r in rows:
         runs = by_case.get(_label(r), [])
         if len(runs) < 2:
             continue
         values = [x for _, x in runs]
         change = values[-1] / values[-2] - 1.0
-        body.append(f"<tr><th>{_e(_label(r))}</th><td>{_sparkline(values)}</td>"
+        mine = this_run is not None and runs[-1][0] == this_run
+        ours += mine
+        body.append(f"<tr><th>{_e(_label(r))}</th>"
+                    f"<td>{_sparkline(values, last_is_this_run=mine)}</td>"
                     f"<td class='num'>{len(values)}</td><td class='num'>{values[-1]:.3f}x</td>"
                     f"<td class='num'>{change:+.1%}</td><td class='num'>{min(values):.3f}–"
                     f"{max(values):.3f}</td></tr>")
-    return (f"<p class='small'>speedup over its model's fp32 in each complete run on this "
-            f"machine ({_e(machine)}), oldest first; the red dot is this run</p>"
+    dot = ("the red dot is this run" if ours == len(body) else
+           "the last point is the newest complete run, grey where it is not this one (this run "
+           "is incomplete, or newer runs followed it)" if not ours else
+           "the red dot is this run, a grey one the newest complete run of a variant this run "
+           "did not add to the history")
+    return (f"<p class='small' id='trend-caption'>speedup over its model's fp32 in each complete "
+            f"run on this machine ({_e(machine)}), oldest first; {dot}</p>"
             "<table id='trends'><tr><th>variant</th><th>trend</th><th>runs</th><th>now</th>"
             "<th>vs previous</th><th>range</th></tr>" + "".join(body) + "</table>")
 
@@ -382,7 +396,8 @@ def render_html(rows: Sequence[Mapping[str, Any]], record: Mapping[str, Any], *,
                      f"alt='trade-off plot' src='data:image/png;base64,{data}'>")
     parts.append("<h2>Per-class AP change against fp32</h2>" + _per_class(rows))
     parts.append("<h2>Speed on this machine over time</h2>"
-                 + _trends(rows, history, str(record.get("machine_slug", ""))))
+                 + _trends(rows, history, str(record.get("machine_slug", "")),
+                           None if record.get("incomplete") else record.get("created")))
     rows_html = []
     for v in verdicts:
         cls = _outcome_class(v["outcome"])
@@ -410,10 +425,14 @@ def render_html(rows: Sequence[Mapping[str, Any]], record: Mapping[str, Any], *,
     if notes:
         parts.append("<h2>Notes</h2><ul class='notes'>" + "".join(
             f"<li>{_e(n)}</li>" for n in notes) + "</ul>")
-    links = [_link(out_dir, "summary.csv", "summary.csv (every figure)"),
-             _link(out_dir, "summary.md", "summary.md"), _link(out_dir, RUN_FILE, RUN_FILE),
-             _link(out_dir, VERDICTS_FILE, VERDICTS_FILE),
-             _link(out_dir, "tradeoff.png", "tradeoff.png"),
+    # this run's own set: an incomplete run links its .INCOMPLETE. files, never the last
+    # complete run's (issue 28, bug 2)
+    files = {**report_names(bool(record.get("incomplete"))),
+             **page_names(bool(record.get("incomplete")))}
+    links = [_link(out_dir, files["csv"], f"{files['csv']} (every figure)"),
+             _link(out_dir, files["md"], files["md"]), _link(out_dir, files["run"], files["run"]),
+             _link(out_dir, files["verdicts"], files["verdicts"]),
+             _link(out_dir, files["plot"], files["plot"]),
              _link(out_dir, record.get("benchmark_json"), "pytest-benchmark JSON")]
     parts.append("<h2>Files</h2><ul id='links'>" + "".join(x for x in links if x) + "</ul>")
     parts.append("</body></html>")
@@ -437,9 +456,10 @@ def write_html_report(out_dir: str | os.PathLike, rows: Sequence[Mapping[str, An
     names = page_names(bool(record.get("incomplete")))
     history = read_history(history_path) if history_path else []
     png = _png(rows, record.get("budgets", {})) if rows else None
+    # verdicts.md first: the page links it
+    atomic_write_text(out_dir / names["verdicts"], verdicts_markdown(rows, record))
     page = render_html(rows, record, history=history, plot_png=png, out_dir=out_dir)
     atomic_write_text(out_dir / names["html"], page)
-    atomic_write_text(out_dir / names["verdicts"], verdicts_markdown(rows, record))
     return [out_dir / names["html"], out_dir / names["verdicts"]]
 
 

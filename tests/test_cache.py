@@ -321,3 +321,37 @@ def test_measurements_are_reused_only_from_passing_runs(tmp_path, tiny, val, tra
     assert digest(other.measurement_key("speed", scaled_variant)) != digest(
         second.measurement_key("speed", scaled_variant))
     assert "navya.metrics.speed" in second.measurement_key("speed", scaled_variant)["sources"]
+
+
+def test_reused_figures_are_keyed_by_the_engine_code_too(tmp_path, tiny, val, train,
+                                                          scaled_variant):
+    """Issue 28, bug 1: part of the stats, speed and memory logic lives in navya.bench, so a
+    change there must not reuse figures measured by the old code."""
+    bench = _bench(tiny, val, train, ResultStore(tmp_path / "cache"))
+    for group in ("stats", "speed", "memory"):
+        assert "navya.bench" in bench.measurement_key(group, scaled_variant)["sources"], group
+
+
+def test_recorded_speed_runs_are_measured_now_and_every_run_is_judged_alike(
+        tmp_path, tiny, val, train, scaled_variant):
+    """Issue 28, bugs 5 and 8: recording a speed baseline reused an earlier run's cached runs
+    as its "fresh" ones; and with reused runs, the speed baseline judged the first n while the
+    min_speedup budget judged the median of all of them."""
+    import statistics
+
+    store = ResultStore(tmp_path / "cache")
+    first = _bench(tiny, val, train, store)
+    first.speed_runs(scaled_variant, 3)
+    first.save_measurements(scaled_variant)
+    second = _bench(tiny, val, train, store)
+    runs = second.speed_runs(scaled_variant, 1)
+    assert second.sources[("speed", scaled_variant)] == "reused" and len(runs) == 3
+    judged = second.figure_values(scaled_variant, 1)[scaled_variant]
+    assert judged == [r.speedup for r in runs]  # all three, not the first
+    assert second.speedup_value(scaled_variant) == statistics.median(judged)
+    # recording: three runs measured now, whatever the cache holds
+    third = Bench(second.workload, second.settings, cache=store, baselines_dir=tmp_path / "b")
+    verdict = third.check_speed_baseline(scaled_variant, record=3)
+    assert verdict.outcome.name == "UPDATED", verdict.message
+    assert third.sources[("speed", scaled_variant)] == "now"
+    assert [r.speedup for r in third.speed_runs(scaled_variant, 3)] != judged

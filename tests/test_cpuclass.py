@@ -325,6 +325,12 @@ def test_doctor_prints_the_class_the_runtimes_and_what_applies():
         assert ("AVX2" in isa) == (kernel_class() in ("avx2", "avx2_vnni")), isa
     assert any(line.startswith("mobilenet_v2:") for line in report["applies"])
     assert torch.backends.cpu.get_cpu_capability() in report["runtimes"]["torch eager (ATen)"]
+    # the real detector's photographs: where they are, or that they are not here
+    from navya.data.real import real_set
+
+    own = report["own_data"]["tfod_person"]
+    assert own["set"] == "voc2012-100"
+    assert own["folder"] == (str(found) if (found := real_set("voc2012-100").locate()) else None)
 
 
 # -- numerics of each class, and their reproduction by restriction -------------------------------

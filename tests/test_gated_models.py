@@ -40,7 +40,7 @@ def two_models(tmp_path_factory):
     generate(root, SyntheticConfig(splits={"train": 8, "val": 8}), workers=1)
     names = VOCDataset(root, "val").class_names
     models = {}
-    for name in catalogue.MODELS:
+    for name in ("mobilenet_v2", "mobilenet_v3_large"):
         torch.manual_seed(0)
         model = build_model(f"ssdlite_{name}", len(names) + 1, width_mult=0.25, image_size=96)
         path = root / f"{name}.pt"
@@ -132,3 +132,67 @@ def test_one_checkpoint_gates_one_model_and_bad_model_names_are_usage_errors(
                 models["mobilenet_v2"].checkpoint)
     assert both.ret == pytest.ExitCode.USAGE_ERROR
     assert "--navya-checkpoint gates one model" in both.stderr.str()
+
+
+OWN_BUDGETS = BUDGETS + """
+[models.own_data.variants.int8-ptq]
+max_map_drop_points = 100
+
+[models.own_data.variants.fp32-fused]
+max_map_drop_points = 100
+"""
+
+
+def test_a_model_with_its_own_photos_classes_and_intervals(pytester, two_models, monkeypatch,
+                                                             tmp_path):
+    """A gated model that brings its own data set (a named real set, found through its
+    variable), detects fewer classes than the annotations name (the others ignored), reports
+    bootstrap intervals, and leaves its opt-in variants out unless named; without its data it is
+    not gated, loudly, and naming it is a usage error."""
+    from navya.data import real
+
+    root, models = two_models
+    own = tmp_path / "own"
+    generate(own, SyntheticConfig(splits={"train": 6, "val": 10}, seed=3), workers=1)
+    voc = next(own.glob("VOCdevkit/VOC*"))
+    names = VOCDataset(voc, "val").class_names[:2]  # a detector of two of the classes
+    torch.manual_seed(1)
+    ckpt = tmp_path / "own.pt"
+    save_checkpoint(ckpt, build_model("ssdlite_mobilenet_v2", 3, width_mult=0.25,
+                                      image_size=96).eval(), {"class_names": list(names)})
+    monkeypatch.setitem(real.REAL_SETS, "tiny-own", real.RealSet(
+        "tiny-own", "NAVYA_TEST_OWN_PHOTOS", "nowhere/tiny_own", "a tiny set of the test"))
+    monkeypatch.setattr(catalogue, "MODELS", {**models, "own_data": GatedModel(
+        "own_data", str(ckpt), "tiny, own data", data="tiny-own", other_classes="ignore",
+        intervals=True, opt_in=("fp32-fused",))})
+    _benchmark_files(pytester)
+    (pytester.path / "budgets.toml").write_text(OWN_BUDGETS)
+    monkeypatch.setenv("NAVYA_TEST_OWN_PHOTOS", str(voc))
+    run = _run(pytester, root, "-k", "map_drop", "--navya-models", "mobilenet_v2,own_data",
+               "--navya-variants", "fp32,int8-ptq")
+    out = run.stdout.str()
+    assert run.ret == 0, out
+    assert "test_map_drop[own_data:int8-ptq] PASSED" in out
+    summary = (pytester.path / "reports" / "summary.md").read_text()
+    row = next(line for line in summary.splitlines() if line.startswith("| own_data:int8-ptq"))
+    assert row.count("[") >= 2, row  # mAP and its drop, each with its interval
+    verdicts = (pytester.path / "reports" / "verdicts.md").read_text()
+    assert "95% bootstrap interval over 8 images" in verdicts  # --navya-eval-images 8
+    alone = _run(pytester, root, "-k", "map_drop", "--navya-models", "own_data")
+    out = alone.stdout.str()
+    assert alone.ret == 0, out
+    assert "test_map_drop[int8-ptq] PASSED" in out and "fp32-fused" in out
+    assert "[fp32-fused]" not in out  # opt-in: said, not run
+    assert "own_data: not in this run (opt-in for this model" in out
+    # without its data: not gated by default (said), a usage error when named
+    monkeypatch.setenv("NAVYA_TEST_OWN_PHOTOS", str(tmp_path / "gone"))
+    monkeypatch.setattr(catalogue, "MODELS", {"mobilenet_v2": models["mobilenet_v2"],
+                                              "own_data": catalogue.MODELS["own_data"]})
+    default = _run(pytester, root, "-k", "map_drop", "--navya-variants", "fp32")
+    text = default.stdout.str()
+    assert default.ret == 0, text
+    assert "MODEL NOT GATED: own_data: the real photographs 'tiny-own'" in text
+    assert "test_map_drop[fp32]" in text and "[own_data:" not in text
+    missing = _run(pytester, root, "--navya-models", "own_data")
+    assert missing.ret == pytest.ExitCode.USAGE_ERROR
+    assert f"not at {tmp_path / 'gone'}: set NAVYA_TEST_OWN_PHOTOS" in missing.stderr.str()

@@ -1,4 +1,4 @@
-"""The import-direction contract (DESIGN.md, "Layers"): each module imports only from below.
+"""The import-direction contract (docs/DESIGN.md, "Layers"): each module imports only from below.
 
 The contract is ``[tool.importlinter]`` in pyproject.toml, checked by import-linter's
 ``lint-imports`` (static analysis: nothing of navya is imported). These tests run it on the

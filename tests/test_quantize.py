@@ -544,3 +544,16 @@ def test_pt2e_quantizes_lowers_and_runs(model, ctx, x, images):
         copied = copy.deepcopy(q)  # lowered again from the reference graph
         torch.testing.assert_close(copied.core(x)[1], logits)
         assert q(images[:1])[0]["boxes"].dtype == torch.float32
+
+
+def test_a_small_train_split_calibrates_on_all_of_it_with_a_floor():
+    """A gated model's floor (catalogue.GatedModel.min_calibration_images): 2 % of the real
+    set's 21 train photographs would be one photograph; the floor takes the whole split, and
+    leaves a large split's 2 % and an explicit count alone."""
+    from navya.compress.quantize import calibration_count
+
+    assert calibration_count(21, 0.02, None) == 1  # the fraction alone
+    assert calibration_count(21, 0.02, None, floor=32) == 21  # the whole small split
+    assert calibration_count(3000, 0.02, None, floor=32) == 60  # 2 % is more than the floor
+    assert calibration_count(100, 0.02, None, floor=32) == 32
+    assert calibration_count(21, 0.02, 5, floor=32) == 5  # an explicit count wins

@@ -368,3 +368,25 @@ def test_the_tradeoff_plot_stays_legible_at_thirty_variants(tmp_path: Path) -> N
 
     with Image.open(out) as img:
         assert img.size[1] > 700
+
+
+def test_a_speedup_estimated_from_in_process_latency_is_marked_on_the_plot() -> None:
+    """Issue 28, bug 6: a row without an isolated speedup was placed by the ratio of in-process
+    latency medians and drawn like the measured ones."""
+    from navya.report import tradeoff_figure
+
+    rows = [{"model": "m", "name": "fp32", "map": 0.8, "latency_ms_median": 40.0,
+             "status": "reference"},
+            {"model": "m", "name": "int8-ptq", "map": 0.79, "speedup": 3.0,
+             "map_drop_points": 1.0, "status": "PASS", "latency_ms_median": 13.0},
+            {"model": "m", "name": "bf16", "map": 0.8, "map_drop_points": 0.0,
+             "latency_ms_median": 32.0, "status": "PASS"}]  # no isolated speedup
+    fig = tradeoff_figure(rows)
+    texts = "\n".join(t.get_text() for t in fig.texts)
+    bf16 = next(line for line in texts.splitlines() if "bf16" in line)
+    ptq = next(line for line in texts.splitlines() if "int8-ptq" in line)
+    assert bf16.rstrip().endswith("~") and "1.25x" in bf16
+    assert not ptq.rstrip().endswith("~")
+    legend = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert any("in-process latency ratio" in t for t in legend)
+    assert "_speedup_from_latency" not in rows[2]  # the caller's rows are left alone

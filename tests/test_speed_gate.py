@@ -285,3 +285,43 @@ def test_stored_build_is_used_only_when_present_unchanged_and_of_the_same_config
     write_speed_entry(path, "fp32-fused@build", SpeedEntry((1.0,), True, {"other": 1}, (), sha),
                       bench.machine, bench.speed_protocol(), "now")
     assert "recorded for config" in state()[1]
+
+
+def test_the_gate_study_tests_the_suites_own_family_of_speed_checks(tmp_path):
+    """Issue 28, bug 7: `navya gate-power` assumed 29 speed checks a run where the default run
+    compared 67; it now counts them from the suite's own collection."""
+    from navya.power import suite_family_size
+
+    family, cases = suite_family_size(REPO, "--navya-models", "mobilenet_v2")
+    from navya.catalogue import get_variant, variant_names
+
+    assert cases == len([v for v in variant_names() if v not in variant_names("slow")
+                         and get_variant(v).fits("mobilenet_v2")])
+    assert family == 2 * cases + 1 != 29
+
+
+def test_the_no_speed_baseline_note_names_the_machine_file_or_the_cases_it_lacks(tmp_path):
+    """Issue 28, bug 4: the note was cut from the verdict's message at ": the speed", which the
+    message of a case missing from an existing file does not contain: it repeated the hint and
+    said only the portable floors were checked."""
+    from types import SimpleNamespace
+
+    from navya.suite import SuiteSession
+
+    path = tmp_path / "speed" / "m.json"
+    bench = SimpleNamespace(speed_baseline_path=path,
+                            machine={"cpu_model": "AMD EPYC", "cores": 2, **machine_key(1)})
+    session = SimpleNamespace(notes=[], _speed_missing={},
+                              _speed_missing_note=SuiteSession._speed_missing_note)
+    for case in ("fp32", "int8-ptq"):  # no file: one note for the machine
+        SuiteSession._no_speed_baseline(session, bench, case, case)
+    assert len(session.notes) == 1 and session.notes[0].startswith("NO SPEED BASELINE for machine")
+    path.parent.mkdir()
+    path.write_text("{}")
+    session.notes.clear()
+    for case in ("fp32", "mobilenet_v3_large:fp32"):  # a file without their entries
+        SuiteSession._no_speed_baseline(session, bench, case.split(":")[-1], case)
+    assert session.notes == [f"NO SPEED BASELINE for fp32, mobilenet_v3_large:fp32 in {path}: "
+                             "their speed is checked against the budget floors of this CPU class "
+                             "only, where it has them; record them with `pytest benchmarks/ "
+                             "--navya-record-speed 10`"]

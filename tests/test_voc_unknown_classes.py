@@ -94,3 +94,36 @@ def test_ignored_objects_change_the_fingerprint_not_the_default(voc):
 def test_an_unknown_policy_is_refused(voc):
     with pytest.raises(VOCFormatError, match="other_classes must be one of"):
         VOCDataset(voc, "val", class_names=["person"], other_classes="drop")
+
+
+def test_classes_txt_at_the_root_of_an_export_is_read_by_the_check_and_the_reader(voc):
+    """Issue 28, bug 10: exports ship classes.txt beside Annotations/ or at their top; `navya
+    data check` and the reader both find it there, and the unknown-class problem says how to
+    fix it."""
+    import shutil
+
+    from navya.cli import main as navya_main
+    from navya.data.check import check_voc
+
+    export = voc.parent / f"{voc.name}_export"
+    inner = export / "VOCdevkit" / "VOC2007"
+    shutil.copytree(voc, inner)
+    # no class list: Pascal VOC's 20, which know every class here
+    assert check_voc(export).usable
+    (export / "classes.txt").write_text("person\ndog\n")  # at the root the user names
+    report = check_voc(export)
+    assert report.class_names == ("person", "dog")
+    assert report.classes_from == str(export / "classes.txt")
+    assert not report.usable
+    problem = report.to_dict()["problems"]["unknown class"]
+    text = str(problem)
+    assert "aeroplane" in text and "--write-classes" in text and "--classes" in text
+    assert VOCDataset(export, "val", other_classes="ignore").class_names == ("person", "dog")
+    # one beside Annotations/ wins over the root's
+    (inner / "classes.txt").write_text("person\ndog\naeroplane\nchair\n")
+    assert check_voc(export).class_names == ("person", "dog", "aeroplane", "chair")
+    assert check_voc(export).usable
+    # --classes names the list to check against
+    assert navya_main(["data", "check", str(export), "--classes", "person,dog"]) == 1
+    assert navya_main(["data", "check", str(export), "--classes",
+                       "person,dog,aeroplane,chair"]) == 0

@@ -97,6 +97,70 @@ def test_navya_report_rewrites_the_page_from_saved_results(tmp_path, capsys):
         report_from_dir(tmp_path)
 
 
+def test_the_trend_marks_this_run_only_where_its_history_line_is(tmp_path):
+    """Issue 28, bug 3: "the red dot is this run" was said of an incomplete run (which adds no
+    history line) and of a later `navya report` (newer runs follow it)."""
+    rows, record = _run()
+    history = tmp_path / "history" / "m.csv"
+    for t in ("2026-11-29", "2026-11-30", record["created"]):
+        append_history(history, rows, timestamp=t, git_commit="x")
+
+    def page(rec):
+        write_html_report(tmp_path, rows, rec, history_path=history)
+        name = "index.INCOMPLETE.html" if rec.get("incomplete") else "index.html"
+        return (tmp_path / name).read_text()
+
+    complete = page(record)
+    assert "data-this-run='yes'" in complete and "data-this-run='no'" not in complete
+    assert "the red dot is this run" in complete
+    incomplete = page({**record, "incomplete": "interrupted"})
+    assert "data-this-run='yes'" not in incomplete and "data-this-run='no'" in incomplete
+    assert "the red dot is this run" not in incomplete and "grey" in incomplete
+    append_history(history, rows, timestamp="2026-12-02T09:00:00Z", git_commit="y")
+    later = page(record)  # `navya report` on the older run's folder
+    assert "data-this-run='yes'" not in later and "the red dot is this run" not in later
+
+
+def test_an_incomplete_page_links_its_own_files_not_the_last_complete_runs(tmp_path):
+    """Issue 28, bug 2: index.INCOMPLETE.html linked summary.csv, run.json, ... of the last
+    complete run in the same folder."""
+    rows, record = _run()
+    for name in ("summary.csv", "summary.md", "tradeoff.png", "run.json",  # the complete run
+                 "summary.INCOMPLETE.csv", "summary.INCOMPLETE.md", "tradeoff.INCOMPLETE.png",
+                 "run.INCOMPLETE.json"):
+        (tmp_path / name).write_text("x")
+    paths = write_html_report(tmp_path, rows, {**record, "incomplete": "interrupted"})
+    assert [p.name for p in paths] == ["index.INCOMPLETE.html", "verdicts.INCOMPLETE.md"]
+    page = (tmp_path / "index.INCOMPLETE.html").read_text()
+    links = page[page.index("id='links'"):]
+    for name in ("summary.INCOMPLETE.csv", "summary.INCOMPLETE.md", "tradeoff.INCOMPLETE.png",
+                 "run.INCOMPLETE.json", "verdicts.INCOMPLETE.md"):
+        assert f"href='{name}'" in links, name
+    for name in ("summary.csv", "summary.md", "tradeoff.png", "run.json", "verdicts.md"):
+        assert f"href='{name}'" not in links, name
+    complete = write_html_report(tmp_path, rows, record)[0].read_text()
+    assert "href='summary.csv'" in complete and "INCOMPLETE" not in complete.split(
+        "id='links'")[1]
+
+
+def _rgb(css: str) -> tuple[int, int, int]:
+    """``rgb(r, g, b)`` or ``rgba(r, g, b, a)`` (an opaque colour) as a tuple."""
+    values = css[css.index("(") + 1:css.index(")")].split(",")
+    assert len(values) == 3 or float(values[3]) == 1.0, css
+    return tuple(int(float(v)) for v in values[:3])
+
+
+def _contrast(a: tuple[int, int, int], b: tuple[int, int, int]) -> float:
+    """WCAG 2 contrast ratio of two sRGB colours."""
+    def luminance(c):
+        lin = [(x / 255) / 12.92 if x / 255 <= 0.04045 else ((x / 255 + 0.055) / 1.055) ** 2.4
+               for x in c]
+        return 0.2126 * lin[0] + 0.7152 * lin[1] + 0.0722 * lin[2]
+
+    hi, lo = sorted((luminance(a), luminance(b)), reverse=True)
+    return (hi + 0.05) / (lo + 0.05)
+
+
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
 
@@ -132,6 +196,15 @@ def test_a_real_browser_renders_the_verdicts_the_plot_and_the_per_class_view(tmp
                                                                     "rgb(207, 34, 46)")
         matrix = driver.find_elements(By.CSS_SELECTOR, "#matrix tr[data-variant]")
         assert matrix[0].get_attribute("data-variant") == "prune-random-30"
+        # issue 28, bug 9: a failing variant's row tint drew its marks white on pale pink; every
+        # mark of the matrix, failing rows first, must read (WCAG contrast >= 4.5)
+        marks = driver.find_elements(By.CSS_SELECTOR, "#matrix td[class]")
+        assert any(m.find_element(By.XPATH, "..").get_attribute("class") == "fail"
+                   for m in marks)
+        for mark in marks:
+            fg = _rgb(mark.value_of_css_property("color"))
+            bg = _rgb(mark.value_of_css_property("background-color"))
+            assert _contrast(fg, bg) >= 4.5, (mark.text, fg, bg)
         plot = driver.find_element(By.ID, "tradeoff")
         assert driver.execute_script("return arguments[0].complete && "
                                      "arguments[0].naturalWidth", plot) > 1000

@@ -43,7 +43,8 @@ class CompressContext:
     """What a transform may use besides the model.
 
     ``train_dataset`` feeds calibration and fine-tuning (the train split, never the evaluation
-    split); ``progress`` shows progress bars for long steps; ``seed`` seeds any sampling.
+    split); ``progress`` shows progress bars for long steps; ``seed`` seeds any sampling;
+    ``min_calibration_images`` the fewest calibration images (a small real train split).
     ``artifacts``: an :class:`~navya.compress.cache.ArtifactCache` that keeps results between
     runs (None: every transform runs).
     """
@@ -53,6 +54,9 @@ class CompressContext:
     seed: int = 0
     cache: dict = field(default_factory=dict, compare=False)  # shared results (e.g. a fine-tune)
     artifacts: Any = field(default=None, compare=False)
+    #: the fewest images a calibration that asks for a fraction of the train split uses (the
+    #: whole split when it is smaller); 1: the fraction as it is
+    min_calibration_images: int = 1
 
 
 Transform = Callable[[nn.Module, Any, CompressContext], nn.Module]

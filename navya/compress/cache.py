@@ -233,6 +233,9 @@ class ArtifactCache:
             "input": model_digest(model),
             "data": self.data_fingerprint(context.train_dataset),
             "seed": context.seed,
+            # only where it is not the default, so that keys made before it existed still hold
+            **({"min_calibration_images": context.min_calibration_images}
+               if getattr(context, "min_calibration_images", 1) != 1 else {}),
             "sources": self._sources(tuple(dict.fromkeys(roots))),
             "versions": self.versions(),
             "machine": self.machine,

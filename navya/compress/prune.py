@@ -264,7 +264,7 @@ class StructuredConfig:
     Attributes:
         ratio: fraction of the channels of every prunable coupled group removed, in ``[0, 1)``.
         round_to: kept channel counts rounded to the nearest multiple of this (at least one
-            multiple); ``None`` for no rounding. 8 suits the CPU kernels (see DESIGN.md).
+            multiple); ``None`` for no rounding. 8 suits the CPU kernels (README, "Variants and what they measured").
         global_pruning: rank channels across all groups instead of cutting each group by
             ``ratio`` (uneven widths; off by default).
         ignore: extra module names (as in ``model.named_modules()``) whose outputs are kept;

@@ -277,10 +277,14 @@ def _run_with_engine(model: nn.Module, core: nn.Module, engine: str) -> None:
 # -- calibration -----------------------------------------------------------------------------
 
 
-def calibration_count(dataset_len: int, fraction: float, images: int | None) -> int:
+def calibration_count(dataset_len: int, fraction: float, images: int | None,
+                      floor: int = 1) -> int:
     """How many calibration images: ``images`` if given, else ``round(fraction * len)``, at
-    least 1; at most the data set's length (else :class:`QuantizationError`)."""
-    n = images if images is not None else max(1, round(fraction * dataset_len))
+    least ``floor`` (or the whole data set when it is smaller: a gated model's small real
+    train split calibrates on all of it, not on 2 % of it); at most the data set's length
+    (else :class:`QuantizationError`)."""
+    n = (images if images is not None
+         else max(1, min(max(floor, round(fraction * dataset_len)), dataset_len)))
     if n > dataset_len:
         raise QuantizationError(f"asked for {n} calibration images but the calibration data "
                                 f"set has only {dataset_len}")
@@ -298,7 +302,8 @@ def _calibration_plan(dataset_len: int, config, context: CompressContext) -> lis
     """The calibration indices a PTQ/PT2E/runtime ``config`` asks for: its image count or fraction of
     the data set, drawn with its seed (None: the context's)."""
     seed = context.seed if config.seed is None else config.seed
-    count = calibration_count(dataset_len, config.calibration_fraction, config.calibration_images)
+    count = calibration_count(dataset_len, config.calibration_fraction, config.calibration_images,
+                              context.min_calibration_images)
     return calibration_indices(dataset_len, count, seed)
 
 

@@ -36,6 +36,7 @@ from navya.data.voc import (
     _parse,
     _read_split,
     _text,
+    class_names_file,
     image_header,
     read_class_names,
     resolve_voc_dir,
@@ -151,17 +152,23 @@ def _summary(values: list[float]) -> dict[str, float]:
 
 
 def check_voc(root: str | os.PathLike, splits: list[str] | None = None, *,
-              year: str | int = "2007") -> DataCheck:
-    """Look at a whole VOC folder (see the module docstring); never modifies it."""
+              year: str | int = "2007",
+              class_names: list[str] | tuple[str, ...] | None = None) -> DataCheck:
+    """Look at a whole VOC folder (see the module docstring); never modifies it.
+    ``class_names``: the class list to check against (default: the folder's ``classes.txt``,
+    beside ``Annotations/`` or at ``root``, else Pascal VOC's 20)."""
     try:
         voc_dir = resolve_voc_dir(root, year)
     except VOCFormatError as exc:
         report = DataCheck(None)
         report.add("no split files", str(exc))
         return report
-    names = read_class_names(voc_dir)
-    report = DataCheck(voc_dir, classes_from="classes.txt" if names else
-                       "Pascal VOC's 20 (no classes.txt)")
+    if class_names:
+        names, source = tuple(class_names), "--classes"
+    else:
+        names, found = read_class_names(voc_dir, root), class_names_file(voc_dir, root)
+        source = str(found) if names else "Pascal VOC's 20 (no classes.txt)"
+    report = DataCheck(voc_dir, classes_from=source)
     names = names or VOC_CLASSES
     report.class_names = tuple(names)
     index = _class_index(names)
@@ -230,7 +237,9 @@ def _check_item(voc_dir: Path, image_id: str, index, report: DataCheck, *, first
     unknown = sorted({n for n in (_text(o, "name") for o in root.findall("object"))
                       if n and n not in index})
     if unknown:
-        add("unknown class", f"{xml_path}: {', '.join(unknown)}")
+        add("unknown class", f"{xml_path}: {', '.join(unknown)} (not in the class list: "
+                             "`navya data check DIR --write-classes` writes classes.txt from "
+                             "the annotations; --classes a,b,... checks against a list you name)")
         return None
     state: dict[str, Any] = {}
 

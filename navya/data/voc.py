@@ -83,6 +83,7 @@ __all__ = [
     "OtherClassesPolicy",
     "SizePolicy",
     "parse_annotation",
+    "class_names_file",
     "read_class_names",
     "resolve_voc_dir",
     "to_voc_xml_box",
@@ -408,13 +409,33 @@ def parse_annotation(
     return ann, n_fixed
 
 
-def read_class_names(voc_dir: str | os.PathLike[str]) -> tuple[str, ...] | None:
-    """Read ``<voc_dir>/classes.txt`` (one name per line, blank lines ignored).
+def class_names_file(voc_dir: str | os.PathLike[str],
+                     root: str | os.PathLike[str] | None = None) -> Path | None:
+    """Where the class list is: ``<voc_dir>/classes.txt``, else the first ``classes.txt`` in a
+    folder above it up to ``root`` (the folder the user named: exports ship it beside
+    ``Annotations/`` or at their top). None: there is none."""
+    voc_dir = Path(voc_dir)
+    folders = [voc_dir]
+    if root is not None:
+        top = Path(root).expanduser().resolve()
+        here = voc_dir.resolve()
+        while here != top and top in here.parents:
+            here = here.parent
+            folders.append(here)
+    return next((f / _CLASSES_FILE for f in folders if (f / _CLASSES_FILE).is_file()), None)
 
-    Returns None if the file does not exist.  Raises VOCFormatError if it is empty or
+
+def read_class_names(voc_dir: str | os.PathLike[str],
+                     root: str | os.PathLike[str] | None = None) -> tuple[str, ...] | None:
+    """Read the class list (:func:`class_names_file`: ``<voc_dir>/classes.txt``, or one in a
+    folder above it up to ``root``; one name per line, blank lines ignored).
+
+    Returns None if there is no such file.  Raises VOCFormatError if it is empty or
     lists a name twice.
     """
-    path = Path(voc_dir) / _CLASSES_FILE
+    path = class_names_file(voc_dir, root)
+    if path is None:
+        return None
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -690,12 +711,14 @@ class VOCDataset(Dataset):
         self.degenerate: str = degenerate
         self.transforms = transforms
         if class_names is None:
-            class_names = read_class_names(self.voc_dir) or VOC_CLASSES
+            class_names = read_class_names(self.voc_dir, root) or VOC_CLASSES
         index = _class_index(class_names)
         self.class_names: tuple[str, ...] = tuple(index)
 
         split_file = self.voc_dir / "ImageSets" / "Main" / f"{split}.txt"
         ids = _read_split(split_file)
+        #: images the split lists (before ``limit``)
+        self.split_size: int = len(ids)
         if limit is not None:
             ids = ids[: int(limit)]
         self.ids: list[str] = ids

@@ -485,6 +485,8 @@ class DetectionEvaluation:
     num_gt: dict[str, int]
     num_detections: dict[str, int]
     recall: dict[str, float] = field(default_factory=dict)
+    #: the per-image predictions scored, where the caller kept them (bootstrap intervals)
+    predictions: list | None = field(default=None, repr=False, compare=False)
 
     @property
     def methods(self) -> tuple[str, ...]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 
 import numpy as np
@@ -45,10 +46,14 @@ def targets_of(dataset: Dataset, n: int) -> list[dict]:
 
 def evaluate_model(model: nn.Module, dataset: Dataset, *, class_names: Sequence[str] | None = None,
                    batch_size: int = 8, limit: int | None = None, progress: bool = False,
-                   methods: Sequence[str] = ("all-point", "voc07")) -> DetectionEvaluation:
-    """VOC AP per class and mAP at IoU 0.5 of ``model`` on ``dataset`` (first ``limit`` items)."""
+                   methods: Sequence[str] = ("all-point", "voc07"),
+                   keep_predictions: bool = False) -> DetectionEvaluation:
+    """VOC AP per class and mAP at IoU 0.5 of ``model`` on ``dataset`` (first ``limit`` items).
+    ``keep_predictions``: the result holds the per-image predictions (``.predictions``), for
+    bootstrap intervals (:mod:`navya.metrics.bootstrap`)."""
     preds = predict(model, dataset, batch_size=batch_size, limit=limit, progress=progress,
                     desc="evaluate")
     names = class_names if class_names is not None else dataset.class_names
-    return evaluate_detections(preds, targets_of(dataset, len(preds)), names,
-                               methods=tuple(methods))
+    ev = evaluate_detections(preds, targets_of(dataset, len(preds)), names,
+                             methods=tuple(methods))
+    return dataclasses.replace(ev, predictions=preds) if keep_predictions else ev

@@ -1,6 +1,6 @@
 """Wall-clock latency: single measurement and same-process A/B speedup with a bootstrap CI.
 
-Protocol (DESIGN.md, "Measurement protocol"): the intra-op thread count is pinned for the
+Protocol (docs/DESIGN.md, "Measurement protocol"): the intra-op thread count is pinned for the
 measurement and restored afterwards, calls are warmed up, then timed for many rounds; the
 median is the headline figure. Absolute milliseconds drift between runs on the same machine,
 so budgets use :func:`compare_latency`, which times a reference and a candidate interleaved

@@ -92,6 +92,9 @@ DEFAULTS: dict = {
     "score": "softmax",
     "resize": "bilinear",
     "clip_boxes": "before_nms",
+    # "all_classes": the top-k over every (class, anchor) score; "per_class": the top-k of each
+    # class (torchvision's SSD)
+    "topk_scope": "all_classes",
 }
 
 #: The values each string option accepts, the default first.
@@ -102,6 +105,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "score": ("softmax", "sigmoid"),
     "resize": ("bilinear", "tf_legacy_bilinear"),
     "clip_boxes": ("before_nms", "after_nms"),
+    "topk_scope": ("all_classes", "per_class"),
 }
 
 _BN = partial(nn.BatchNorm2d, eps=0.001, momentum=0.03)
@@ -136,6 +140,8 @@ class MobileNetFeatures(nn.Module):
         inner = features[c4].conv if hasattr(features[c4], "conv") else features[c4].block
         self.stage1 = nn.Sequential(*features[:c4], inner[0])
         self.stage2 = nn.Sequential(*inner[1:], *features[c4 + 1 :])
+        #: layers of the C4 block (its expansion ends stage1, the others start stage2)
+        self.c4_layers = len(inner)
 
     def forward(self, x: Tensor) -> list[Tensor]:
         c4 = self.stage1(x)
@@ -365,6 +371,10 @@ class SSDLite(nn.Module):
     "scores" [K], "labels" [K] int64}``, as torchvision's detection models do.
     """
 
+    #: the candidates' top-k (DEFAULTS["topk_scope"]); a class default, so that models
+    #: pickled before the option existed (the artifact cache, workers) unpickle with it
+    topk_scope = "all_classes"
+
     def __init__(self, core: SSDLiteCore, *, arch: str, config: dict):
         super().__init__()
         self.core = core
@@ -383,6 +393,7 @@ class SSDLite(nn.Module):
         self.score = cfg["score"]
         self.resize = cfg["resize"]
         self.clip_boxes = cfg["clip_boxes"]
+        self.topk_scope = cfg["topk_scope"]
         self.box_coder = det_utils.BoxCoder(weights=(10.0, 10.0, 5.0, 5.0))
         self.matcher = det_utils.SSDMatcher(cfg["iou_thresh"])
         self._channels_last = False  # a bool, not a torch.memory_format: pickles with any protocol
@@ -455,7 +466,16 @@ class SSDLite(nn.Module):
         for reg, scores, (h, w) in zip(bbox_regression.float(), scores_all, sizes, strict=True):
             flat = scores.flatten()  # index = class * A + anchor
             keep = torch.nonzero(flat > self.score_thresh).squeeze(1)
-            if keep.numel() > self.topk_candidates:
+            if self.topk_scope == "per_class":  # the top-k of each class (torchvision's SSD)
+                label_of = torch.div(keep, num_anchors, rounding_mode="floor")
+                parts = []
+                for c in torch.unique(label_of):
+                    own = keep[label_of == c]
+                    if own.numel() > self.topk_candidates:
+                        own = own[flat[own].topk(self.topk_candidates).indices]
+                    parts.append(own)
+                keep = torch.cat(parts) if parts else keep
+            elif keep.numel() > self.topk_candidates:
                 keep = keep[flat[keep].topk(self.topk_candidates).indices]
             anchor_idx = keep % num_anchors
             labels = torch.div(keep, num_anchors, rounding_mode="floor") + 1
@@ -585,11 +605,18 @@ def ssdlite_mobilenet_v2(num_classes: int, width_mult: float = 1.0, image_size: 
 def ssdlite_mobilenet_v3_large(num_classes: int, width_mult: float = 1.0, image_size: int = 320,
                                **config) -> SSDLite:
     """SSD-Lite on MobileNetV3-Large (reduced tail, as torchvision's ssdlite320 without
-    pretrained backbone), quantizable (FloatFunctional adds, quantizable squeeze-excitation)."""
+    pretrained backbone), quantizable (FloatFunctional adds, quantizable squeeze-excitation).
+    ``reduced_tail=False``: the full-width last stage (torchvision's ssdlite320 built on an
+    ImageNet backbone)."""
     config = {"width_mult": width_mult, "image_size": image_size, **config}
-    _check(num_classes, config)
+    reduced_tail = config.get("reduced_tail", True)
+    if not isinstance(reduced_tail, bool):
+        raise ValueError(f"reduced_tail must be True or False, got {reduced_tail!r}")
+    if reduced_tail:
+        config.pop("reduced_tail", None)  # the default: checkpoints stay as they were
+    _check(num_classes, {k: v for k, v in config.items() if k != "reduced_tail"})
     setting, last = tv_mnv3._mobilenet_v3_conf("mobilenet_v3_large", width_mult=width_mult,
-                                               reduced_tail=True)
+                                               reduced_tail=reduced_tail)
     mnv3 = QuantizableMobileNetV3(setting, last, block=QuantizableInvertedResidualV3,
                                   norm_layer=_BN)
     return _build("ssdlite_mobilenet_v3_large", mnv3.features, num_classes, config)

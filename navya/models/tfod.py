@@ -40,7 +40,7 @@ from torch import nn
 
 from navya.errors import NavyaError
 from navya.models._tf_graph import GraphDefError, NodeDef, TensorValue, read_graph_def
-from navya.models.checkpoint import save_checkpoint, sha256_file
+from navya.models.checkpoint import Checkpoint, save_checkpoint, sha256_file
 from navya.models.ssdlite import SSDLite, ssdlite_mobilenet_v2
 
 __all__ = ["TFImportError", "import_tf_od_api", "parse_label_map", "save_imported"]
@@ -651,3 +651,14 @@ def import_tf_od_api(path: str | os.PathLike, classes: list[str] | tuple[str, ..
 def save_imported(model: SSDLite, out: str | os.PathLike, meta: dict | None = None) -> None:
     """Write an imported model as a navya checkpoint, with its ``import_meta``."""
     save_checkpoint(out, model, {**getattr(model, "import_meta", {}), **(meta or {})})
+
+
+def load_graph(path: str | os.PathLike, classes: list[str] | tuple[str, ...], *,
+               source_package: str | None = None) -> tuple[SSDLite, Checkpoint]:
+    """Import a frozen graph the way :func:`~navya.models.load_checkpoint` loads a checkpoint:
+    the model in eval mode and a :class:`~navya.models.checkpoint.Checkpoint` that describes it
+    (its path the graph's, its ``meta`` the import's provenance; no state dict is kept)."""
+    model = import_tf_od_api(path, classes, source_package=source_package)
+    meta = {"torch_version": str(torch.__version__), **model.import_meta}
+    return model, Checkpoint(Path(path), model.arch, model.num_classes, dict(model.config), {},
+                             meta)
