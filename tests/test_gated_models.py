@@ -62,8 +62,7 @@ def _run(pytester, root, *extra):
         "--navya-budgets", "budgets.toml", "--navya-baselines", "baselines",
         "--navya-eval-images", "8", "--navya-cache", "off", "--navya-no-rss",
         "--navya-report-dir", "reports", *extra)
-
-
+@pytest.mark.slow  # a pytester suite run (10-35 s): `pytest tests/ -m slow`; .ci/run runs it
 def test_two_models_each_against_its_own_budgets_and_baselines(pytester, two_models,
                                                                 monkeypatch):
     root, models = two_models
@@ -178,12 +177,13 @@ def test_a_model_with_its_own_photos_classes_and_intervals(pytester, two_models,
     assert row.count("[") >= 2, row  # mAP and its drop, each with its interval
     verdicts = (pytester.path / "reports" / "verdicts.md").read_text()
     assert "95% bootstrap interval over 8 images" in verdicts  # --navya-eval-images 8
-    alone = _run(pytester, root, "-k", "map_drop", "--navya-models", "own_data")
-    out = alone.stdout.str()
-    assert alone.ret == 0, out
-    assert "test_map_drop[int8-ptq] PASSED" in out and "fp32-fused" in out
-    assert "[fp32-fused]" not in out  # opt-in: said, not run
-    assert "own_data: not in this run (opt-in for this model" in out
+    # its opt-in variant runs when named, not by default (collection alone says which cases)
+    alone = _run(pytester, root, "--collect-only", "-q", "--navya-models", "own_data")
+    assert "test_map_drop[int8-ptq]" in alone.stdout.str(), alone.stdout.str()
+    assert "fp32-fused" not in alone.stdout.str()
+    named = _run(pytester, root, "--collect-only", "-q", "--navya-models", "own_data",
+                 "--navya-variants", "fp32,fp32-fused")
+    assert "test_map_drop[fp32-fused]" in named.stdout.str(), named.stdout.str()
     # without its data: not gated by default (said), a usage error when named
     monkeypatch.setenv("NAVYA_TEST_OWN_PHOTOS", str(tmp_path / "gone"))
     monkeypatch.setattr(catalogue, "MODELS", {"mobilenet_v2": models["mobilenet_v2"],

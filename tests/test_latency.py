@@ -152,6 +152,7 @@ def _faults() -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow  # 7 s of page-fault counting: `pytest tests/ -m slow`; .ci/run runs it
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc mallopt: Linux only")
 def test_steady_allocator_stops_per_call_page_faults() -> None:
     """After steady_allocator(), a forward pass's freed activations stay in the heap: no page

@@ -200,8 +200,7 @@ def gate(pytester, tiny_voc, tiny_checkpoint):
             "--navya-report-dir", "reports", *extra)
 
     return run
-
-
+@pytest.mark.slow  # a pytester suite run (10-35 s): `pytest tests/ -m slow`; .ci/run runs it
 def test_no_speed_baseline_is_loud_and_floors_still_apply(gate, pytester):
     other = speed_baseline_path(pytester.path / "baselines", "intel-xeon-2c-amx_int8-t1-x86")
     write_speed_entry(other, "fp32-fused", SpeedEntry((1.1, 1.12, 1.09)), {"cpu_model": "Xeon"},

@@ -163,8 +163,7 @@ def suite(pytester, tiny_voc):
             "--navya-no-rss", "--navya-report-dir", "reports", *extra)
 
     return run
-
-
+@pytest.mark.slow  # a pytester suite run (10-35 s): `pytest tests/ -m slow`; .ci/run runs it
 def test_injected_regressions_fail_with_variant_budget_and_value(suite):
     result = suite("fp32,fp32-fused,slow30,noisy,bloated",
                    "-k", "map_drop or size_ratio or (speedup and (slow30 or fp32-fused))")
@@ -185,8 +184,7 @@ def test_injected_regressions_fail_with_variant_budget_and_value(suite):
         assert ok in out, ok
     assert "NO BUDGET" in out  # zip size and MACs budgets are absent here: skipped loudly
     assert result.parseoutcomes().get("failed") == 3
-
-
+@pytest.mark.slow  # a pytester suite run (10-35 s): `pytest tests/ -m slow`; .ci/run runs it
 def test_a_second_run_reads_the_cache_and_rebuild_ignores_it(suite, pytester):
     # built-in variants only: in-process runs import a conftest once per run, and the injected
     # variants would be registered twice
@@ -238,8 +236,7 @@ def test_untouched_run_passes_and_writes_reports(suite, pytester):
     assert [line.split(",")[1] for line in csv[1:]] == ["fp32", "fp32-fused"]
     assert (reports / "tradeoff.png").read_bytes().startswith(b"\x89PNG")
     assert "| fp32-fused | PASS" in (reports / "summary.md").read_text()
-
-
+@pytest.mark.slow  # a pytester suite run (10-35 s): `pytest tests/ -m slow`; .ci/run runs it
 def test_baselines_refresh_only_from_a_complete_comparable_run_and_then_guard(suite, pytester):
     # a refresh from a run with crashing tests and a non-default evaluation size: refused,
     # nothing written, the crash is ERROR in the report, the run fails
@@ -334,8 +331,7 @@ def pytest_navya_variants(config):
 def variant():
     return "the project's own fixture"
 '''
-
-
+@pytest.mark.slow  # a pytester suite run (10-35 s): `pytest tests/ -m slow`; .ci/run runs it
 def test_plugin_loads_by_entry_point_and_touches_only_its_own_tests(pytester):
     """No ``pytest_plugins`` line: the plugin comes from the installed ``pytest11`` entry point.
     A project's test with an argument named ``variant`` keeps its own fixture; navya's
