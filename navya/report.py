@@ -732,6 +732,7 @@ def tradeoff_figure(rows: Iterable[Row], *, budgets: Mapping[str, Any] | None = 
     statuses: dict[str, str] = {}
     runtimes: list[str] = []
     xy, labels, table = [], [], []
+    intervals = False
     for i, (row, s, d) in enumerate(points, start=1):
         status = row.get("status")
         color = status_color(status)
@@ -747,6 +748,11 @@ def tradeoff_figure(rows: Iterable[Row], *, budgets: Mapping[str, Any] | None = 
                    color="white" if estimated else color, alpha=0.8,
                    edgecolors=color if estimated else edge[row.get("model")],
                    linewidths=1.4, zorder=4)
+        lo, hi = _num(row.get("map_drop_points_ci_low")), _num(row.get("map_drop_points_ci_high"))
+        if lo is not None and hi is not None and not far:  # its bootstrap interval (small sets)
+            ax.plot([s, s], [lo, hi], color=color, linewidth=3.0, alpha=0.22, zorder=3,
+                    solid_capstyle="butt")
+            intervals = True
         # this variant's own budget: a tick at its drop limit above/below it and one at its
         # speedup floor beside it, joined to it by thin lines (no global lines)
         budget = budgets.get(_label(row))
@@ -790,6 +796,9 @@ def tradeoff_figure(rows: Iterable[Row], *, budgets: Mapping[str, Any] | None = 
         handles.append(Line2D([], [], marker="o", linestyle="", color="white",
                               markeredgecolor="0.3", label="hollow, ~: in-process latency "
                                                            "ratio, not an isolated speedup"))
+    if intervals:
+        handles.append(Line2D([], [], color="0.3", linewidth=3.0, alpha=0.3,
+                              label="95 % interval (images)"))
     handles.append(Line2D([], [], color="0.3", linestyle="--", label="Pareto front"))
     handles.append(Line2D([], [], color="0.3", marker="|", linestyle="-", linewidth=0.6,
                           label="its budget limits"))

@@ -283,17 +283,20 @@ def _trends(rows: Sequence[Mapping[str, Any]], history: Sequence[Mapping[str, An
     """Each variant's speedup over the machine's complete runs. ``this_run``: the run's
     ``created`` time, which its history lines carry; the last point is drawn as this run only
     where it is (an incomplete run adds no line; a later `navya report` finds newer lines)."""
-    by_case: dict[str, list[tuple[str, float]]] = {}
+    # keyed by model too: the first model's cases carry no "<model>:" prefix, so a run that
+    # gates another model first would otherwise extend the default model's lines
+    by_case: dict[tuple[str, str], list[tuple[str, float]]] = {}
     for h in history:
         x = _num(h.get("speedup"))
         if x is not None:
-            by_case.setdefault(h["variant"], []).append((h["timestamp"], x))
+            by_case.setdefault((h.get("model") or "", h["variant"]), []).append(
+                (h["timestamp"], x))
     if not any(len(v) >= 2 for v in by_case.values()):
         return (f"<p class='small' id='trends'>no speed history on this machine yet "
                 f"({_e(machine)}): each complete run adds one point per variant</p>")
     body, ours = [], 0
     for r in rows:
-        runs = by_case.get(_label(r), [])
+        runs = by_case.get((r.get("model") or "", _label(r)), [])
         if len(runs) < 2:
             continue
         values = [x for _, x in runs]

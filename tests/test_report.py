@@ -390,3 +390,21 @@ def test_a_speedup_estimated_from_in_process_latency_is_marked_on_the_plot() -> 
     legend = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
     assert any("in-process latency ratio" in t for t in legend)
     assert "_speedup_from_latency" not in rows[2]  # the caller's rows are left alone
+
+
+def test_a_drop_with_a_bootstrap_interval_draws_it() -> None:
+    """A model gated on a small real set carries its drop's interval (map_drop_points_ci_*):
+    the plot draws it behind the marker and names it in the legend; rows without one do not."""
+    from navya.report import tradeoff_figure
+
+    ref = {"model": "m", "name": "fp32", "map": 0.8, "latency_ms_median": 40.0,
+           "status": "reference"}
+    ptq = {"model": "m", "name": "int8-ptq", "map": 0.75, "speedup": 1.4,
+           "map_drop_points": 4.8, "status": "PASS"}
+
+    def legend(rows):
+        return [t.get_text() for t in tradeoff_figure(rows).axes[0].get_legend().get_texts()]
+
+    assert "95 % interval (images)" not in legend([ref, ptq])
+    with_ci = {**ptq, "map_drop_points_ci_low": -0.1, "map_drop_points_ci_high": 10.0}
+    assert "95 % interval (images)" in legend([ref, with_ci])

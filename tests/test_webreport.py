@@ -216,3 +216,22 @@ def test_a_real_browser_renders_the_verdicts_the_plot_and_the_per_class_view(tmp
         assert shot.stat().st_size > 10_000
     finally:
         driver.quit()
+
+
+def test_trends_keep_each_models_history_apart(tmp_path):
+    """The first model's cases carry no prefix: a run that gates another model first (`pytest
+    benchmarks/ --navya-models tfod_person`) must not extend the default model's int8-ptq line
+    (seen: 2.9x and 1.4x drawn as one trend)."""
+    rows, record = _run()
+    history = tmp_path / "history" / "m.csv"
+    for t in ("2026-11-29", "2026-11-30"):
+        append_history(history, rows, timestamp=t, git_commit="x")  # mobilenet_v2 first
+    other = [{**r, "model": "tfod_person", "speedup": 1.4} for r in rows[:2]]
+    for t in ("2026-12-01", record["created"]):
+        append_history(history, other, timestamp=t, git_commit="y")  # tfod_person first
+    write_html_report(tmp_path, other, record, history_path=history)
+    page = (tmp_path / "index.html").read_text()
+    trends = page[page.index("<table id='trends'>"):]
+    trends = trends[:trends.index("</table>")]
+    assert "<td class='num'>2</td>" in trends and "1.400–1.400" in trends, trends
+    assert "3.100" not in trends  # mobilenet_v2's int8-ptq stays out of tfod_person's line
