@@ -34,7 +34,7 @@ def lint_imports(cwd: Path) -> subprocess.CompletedProcess:
 def test_navya_keeps_its_layers():
     result = lint_imports(REPO)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "Contracts: 1 kept, 0 broken." in result.stdout
+    assert "Contracts: 2 kept, 0 broken." in result.stdout
 
 
 @pytest.mark.parametrize("module, line, message", [
@@ -59,3 +59,18 @@ def test_a_forbidden_import_breaks_the_contract(tmp_path, module, line, message)
     assert "BROKEN" in result.stdout and message in result.stdout, result.stdout
     importer = "navya." + module.removesuffix(".py").replace("/", ".")
     assert f"{importer} -> {line.split()[1]}" in result.stdout, result.stdout
+
+
+def test_an_import_cycle_breaks_the_acyclic_contract(tmp_path):
+    """Issue 28: compress/base <-> compress/cache and models/checkpoint <-> models/pruned were
+    import cycles (lazy imports); the second contract refuses one, lazy or not."""
+    shutil.copytree(REPO / "navya", tmp_path / "navya",
+                    ignore=shutil.ignore_patterns("__pycache__", "checkpoints"))
+    shutil.copy(REPO / "pyproject.toml", tmp_path / "pyproject.toml")
+    target = tmp_path / "navya" / "models" / "pruned.py"
+    target.write_text(target.read_text() + "\n\ndef _cycle():\n"
+                      "    from navya.models.checkpoint import load_checkpoint  # noqa\n")
+    result = lint_imports(tmp_path)
+    assert result.returncode != 0, result.stdout
+    assert "no import cycles between sibling modules BROKEN" in result.stdout, result.stdout
+    assert ".pruned -> .checkpoint" in result.stdout, result.stdout

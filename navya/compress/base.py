@@ -59,6 +59,40 @@ class CompressContext:
     min_calibration_images: int = 1
 
 
+@dataclass(frozen=True)
+class BuildInfo:
+    """How a variant's model came to be in this run.
+
+    ``source``: ``"built"`` (the transform ran now), ``"cache"`` (read from the artifact cache),
+    ``"uncached"`` (built; no cache, or the result cannot be cached: ``why``) or
+    ``"prebuilt"`` (a model handed to the engine). ``build_s``: seconds the transform took
+    when it was built (for a cache hit, at that time, on ``built_at``); ``load_s``: seconds
+    reading the entry took; ``key``: the cache key (None when uncached).
+    """
+
+    source: str
+    build_s: float
+    load_s: float = 0.0
+    key: str | None = None
+    built_at: str | None = None
+    why: str | None = None
+
+    @property
+    def cached(self) -> bool:
+        return self.source == "cache"
+
+    def describe(self) -> str:
+        if self.source == "cache":
+            return (f"from cache (built in {self.build_s:.1f} s on {self.built_at}; "
+                    f"read in {self.load_s:.2f} s)")
+        if self.source == "built":
+            return f"built in {self.build_s:.1f} s ({self.why})" if self.why else \
+                f"built in {self.build_s:.1f} s"
+        if self.source == "uncached":
+            return f"built in {self.build_s:.1f} s, not cached ({self.why})"
+        return self.source
+
+
 Transform = Callable[[nn.Module, Any, CompressContext], nn.Module]
 F = TypeVar("F", bound=Callable[..., nn.Module])
 
@@ -138,7 +172,7 @@ def apply_transform(model: nn.Module, config: Any,
 
 def apply_transform_info(model: nn.Module, config: Any, context: CompressContext | None = None):
     """:func:`apply_transform`, and how the model came to be: ``(model,`` a
-    :class:`~navya.compress.cache.BuildInfo` ``)``. With ``context.artifacts``, the result is
+    :class:`BuildInfo` ``)``. With ``context.artifacts``, the result is
     looked up by a hash of everything it depends on and the transform runs only on a miss
     (then its result is stored)."""
     import time
@@ -148,8 +182,6 @@ def apply_transform_info(model: nn.Module, config: Any, context: CompressContext
     if context.artifacts is not None:
         return context.artifacts.build(lambda: fn(model, config, context), model, config,
                                        context)
-    from navya.compress.cache import BuildInfo
-
     t0 = time.perf_counter()
     out = fn(model, config, context)
     return out, BuildInfo("uncached", time.perf_counter() - t0, why="no artifact cache")

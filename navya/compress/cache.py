@@ -35,13 +35,13 @@ import sys
 import time
 import warnings
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
 from navya._cache import CacheWarning, ResultStore, digest, module_sources, package_versions
+from navya.compress.base import BuildInfo, config_to_dict, transform_for
 
 __all__ = [
     "TRANSFORM_LIBRARIES",
@@ -55,40 +55,6 @@ __all__ = [
 TRANSFORM_LIBRARIES = ("torch", "torchvision", "numpy", "torch-pruning", "onnx", "onnxscript",
                        "onnxruntime", "openvino", "nncf", "executorch", "torchao")
 KIND = "artifacts"
-
-
-@dataclass(frozen=True)
-class BuildInfo:
-    """How a variant's model came to be in this run.
-
-    ``source``: ``"built"`` (the transform ran now), ``"cache"`` (read from the artifact cache),
-    ``"uncached"`` (built; no cache, or the result cannot be cached: ``why``) or
-    ``"prebuilt"`` (a model handed to the engine). ``build_s``: seconds the transform took
-    when it was built (for a cache hit, at that time, on ``built_at``); ``load_s``: seconds
-    reading the entry took; ``key``: the cache key (None when uncached).
-    """
-
-    source: str
-    build_s: float
-    load_s: float = 0.0
-    key: str | None = None
-    built_at: str | None = None
-    why: str | None = None
-
-    @property
-    def cached(self) -> bool:
-        return self.source == "cache"
-
-    def describe(self) -> str:
-        if self.source == "cache":
-            return (f"from cache (built in {self.build_s:.1f} s on {self.built_at}; "
-                    f"read in {self.load_s:.2f} s)")
-        if self.source == "built":
-            return f"built in {self.build_s:.1f} s ({self.why})" if self.why else \
-                f"built in {self.build_s:.1f} s"
-        if self.source == "uncached":
-            return f"built in {self.build_s:.1f} s, not cached ({self.why})"
-        return self.source
 
 
 def nested_configs(config: Any) -> list[Any]:
@@ -218,8 +184,6 @@ class ArtifactCache:
     def key_parts(self, model: nn.Module, config: Any, context: Any) -> dict[str, Any]:
         """Everything the result of ``config``'s transform on ``model`` depends on (module
         docstring). Raises ValueError when a part cannot be fingerprinted."""
-        from navya.compress.base import config_to_dict, transform_for
-
         roots = []
         for c in nested_configs(config):
             try:

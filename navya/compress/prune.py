@@ -53,15 +53,13 @@ from torch import nn
 
 from navya.compress.base import CompressContext, apply_transform, register_transform
 from navya.compress.quantize import PTQConfig
-from navya.models.checkpoint import state_fingerprint
+from navya.models.checkpoint import load_pruned, save_pruned, state_fingerprint
 from navya.models.pruned import (
     PruningError,
     apply_pruned_shapes,
     check_prunable,
-    load_pruned,
     pruned_shapes,
     quantized_module_names,
-    save_pruned,
 )
 
 __all__ = [

@@ -25,6 +25,13 @@ from torch import nn
 
 from navya._io import atomic_write_bytes
 from navya.errors import NavyaError
+from navya.models.pruned import (
+    PruningError,
+    apply_pruned_shapes,
+    check_prunable,
+    masked_tensor_names,
+    pruned_shapes,
+)
 from navya.models.ssdlite import SSDLite, build_model
 
 #: The reference checkpoint navya ships (SSD-Lite MobileNetV2 trained on the synthetic set).
@@ -166,11 +173,54 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[SSDLite, Checkpoint]:
         raise CheckpointError(f"{ckpt.path}: cannot rebuild the model it describes: {exc}") from exc
     shapes = ckpt.meta.get("pruned_shapes")
     if shapes:  # a structurally pruned model: give the fresh layers the recorded shapes first
-        from navya.models.pruned import PruningError, apply_pruned_shapes
-
         try:
             apply_pruned_shapes(model, shapes)
         except PruningError as exc:
             raise CheckpointError(f"{ckpt.path}: {exc}") from exc
     load_into(model, ckpt)
+    return model.eval(), ckpt
+
+
+# -- structurally pruned checkpoints (the layouts: navya.models.pruned) ----------------------
+
+
+def save_pruned(path: str | os.PathLike, model: nn.Module, meta: dict | None = None) -> None:
+    """Save a (structurally) pruned float detector atomically as a navya checkpoint whose
+    ``meta`` also holds ``pruned_shapes`` (every conv/BN channel layout) and ``pruning``
+    (the model's ``pruning_info``). Load it with :func:`load_pruned` (or
+    :func:`navya.models.load_checkpoint`).
+
+    Raises:
+        PruningError: a quantized model (save the float pruned model, quantize after loading)
+            or one with pruning masks still attached.
+    """
+    check_prunable(model)
+    masked = masked_tensor_names(model)
+    if masked:
+        raise PruningError(f"pruning masks still attached to {masked[:3]}; call "
+                           "torch.nn.utils.prune.remove first")
+    extra: dict[str, Any] = {"pruned_shapes": pruned_shapes(model)}
+    info = getattr(model, "pruning_info", None)
+    if info:
+        extra["pruning"] = _jsonable(info)
+    save_checkpoint(path, model, {**(meta or {}), **extra})
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if obj is None or isinstance(obj, (bool, int, float, str)):
+        return obj
+    return str(obj)
+
+
+def load_pruned(path: str | os.PathLike) -> tuple[SSDLite, Checkpoint]:
+    """Load a checkpoint written by :func:`save_pruned` (or a plain one): rebuild the base
+    model, reshape it to the recorded layout, load the weights. Returns ``(model in eval mode,
+    Checkpoint)``; ``model.pruning_info`` is restored when it was saved."""
+    model, ckpt = load_checkpoint(path)
+    if "pruning" in ckpt.meta:
+        model.pruning_info = dict(ckpt.meta["pruning"])
     return model.eval(), ckpt

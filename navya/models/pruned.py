@@ -1,11 +1,12 @@
 """Pruned layouts: a structurally pruned detector's channel counts, saved with its checkpoint.
 
 A structurally pruned model (:func:`navya.compress.prune.prune_structured`) no longer fits its
-builder: its convolutions and BatchNorms have fewer channels. :func:`save_pruned` writes a
-navya checkpoint whose ``meta`` records every Conv2d and BatchNorm2d shape
-(:func:`pruned_shapes`); :func:`navya.models.load_checkpoint` (and :func:`load_pruned`)
-rebuilds the base model, reshapes those layers (:func:`apply_pruned_shapes`) and loads the
-weights (``weights_only=True``, nothing pickled).
+builder: its convolutions and BatchNorms have fewer channels.
+:func:`navya.models.checkpoint.save_pruned` writes a navya checkpoint whose ``meta`` records
+every Conv2d and BatchNorm2d shape (:func:`pruned_shapes`); :func:`navya.models.load_checkpoint`
+(and :func:`~navya.models.checkpoint.load_pruned`) rebuilds the base model, reshapes those
+layers (:func:`apply_pruned_shapes`) and loads the weights (``weights_only=True``, nothing
+pickled). This module holds the layouts and imports no checkpoint code (no import cycle).
 
 Only float models are saved this way: prune the float model, save it, quantize after loading
 (:func:`check_prunable` refuses quantized, QAT-prepared or observed models).
@@ -13,24 +14,17 @@ Only float models are saved this way: prune the float model, save it, quantize a
 
 from __future__ import annotations
 
-import os
-from typing import Any
-
 from torch import nn
 
 from navya.errors import NavyaError
-from navya.models.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
-from navya.models.ssdlite import SSDLite
 
 __all__ = [
     "PruningError",
     "apply_pruned_shapes",
     "check_prunable",
-    "load_pruned",
     "masked_tensor_names",
     "pruned_shapes",
     "quantized_module_names",
-    "save_pruned",
 ]
 
 
@@ -158,48 +152,3 @@ def apply_pruned_shapes(model: nn.Module, shapes: dict[str, dict[str, int]]) -> 
             raise PruningError(f"pruned layout does not fit the model: {name!r} is recorded as "
                                f"{kind}, the model has {type(m).__name__ if m else 'no such layer'}")
         _set_module(model, name, new.train(m.training))
-
-
-# -- saving and loading --------------------------------------------------------------------------
-
-
-def save_pruned(path: str | os.PathLike, model: nn.Module, meta: dict | None = None) -> None:
-    """Save a (structurally) pruned float detector atomically as a navya checkpoint whose
-    ``meta`` also holds ``pruned_shapes`` (every conv/BN channel layout) and ``pruning``
-    (the model's ``pruning_info``). Load it with :func:`load_pruned` (or
-    :func:`navya.models.load_checkpoint`).
-
-    Raises:
-        PruningError: a quantized model (save the float pruned model, quantize after loading)
-            or one with pruning masks still attached.
-    """
-    check_prunable(model)
-    masked = masked_tensor_names(model)
-    if masked:
-        raise PruningError(f"pruning masks still attached to {masked[:3]}; call "
-                           "torch.nn.utils.prune.remove first")
-    extra: dict[str, Any] = {"pruned_shapes": pruned_shapes(model)}
-    info = getattr(model, "pruning_info", None)
-    if info:
-        extra["pruning"] = _jsonable(info)
-    save_checkpoint(path, model, {**(meta or {}), **extra})
-
-
-def _jsonable(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if obj is None or isinstance(obj, (bool, int, float, str)):
-        return obj
-    return str(obj)
-
-
-def load_pruned(path: str | os.PathLike) -> tuple[SSDLite, Checkpoint]:
-    """Load a checkpoint written by :func:`save_pruned` (or a plain one): rebuild the base
-    model, reshape it to the recorded layout, load the weights. Returns ``(model in eval mode,
-    Checkpoint)``; ``model.pruning_info`` is restored when it was saved."""
-    model, ckpt = load_checkpoint(path)
-    if "pruning" in ckpt.meta:
-        model.pruning_info = dict(ckpt.meta["pruning"])
-    return model.eval(), ckpt
