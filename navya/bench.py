@@ -54,7 +54,14 @@ from navya.budgets import (
     write_baseline,
 )
 from navya.errors import NavyaError
-from navya.metrics.measure import ROW_FIELDS, Measurement, cpu_model, git_commit, utc_now
+from navya.metrics.measure import (
+    AP_PREFIX,
+    ROW_FIELDS,
+    Measurement,
+    cpu_model,
+    git_commit,
+    utc_now,
+)
 
 __all__ = [
     "REFERENCE",
@@ -102,7 +109,6 @@ SAME_RUN_FIELDS: tuple[str, ...] = (
 )
 #: Same-run fields that hold words, not numbers.
 SAME_RUN_TEXT_FIELDS = ("artifact", "evaluated", "measured", "status")
-AP_PREFIX = "ap_"
 
 
 def row_columns(class_names: Sequence[str]) -> list[str]:

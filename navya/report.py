@@ -23,7 +23,7 @@ from typing import Any
 
 from navya._io import atomic_write_bytes
 from navya.bench import SAME_RUN_FIELDS, SAME_RUN_TEXT_FIELDS
-from navya.metrics.measure import FIELD_TYPES, ROW_FIELDS, Measurement, parse_value
+from navya.metrics.measure import AP_PREFIX, FIELD_TYPES, ROW_FIELDS, Measurement, parse_value
 
 __all__ = [
     "CSV_COLUMNS",
@@ -43,7 +43,6 @@ __all__ = [
 
 #: The fixed columns of a measurements CSV, in order; per-class ``ap_<class>`` columns follow.
 CSV_COLUMNS: tuple[str, ...] = ROW_FIELDS
-AP_PREFIX = "ap_"
 
 Row = Measurement | Mapping[str, Any]
 

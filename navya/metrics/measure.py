@@ -19,10 +19,11 @@ from typing import Any
 
 from navya.runtime import cpu_model
 
-__all__ = ["FIELD_TYPES", "ROW_FIELDS", "Measurement", "cpu_model", "git_commit", "parse_value",
-           "utc_now"]
+__all__ = ["AP_PREFIX", "FIELD_TYPES", "ROW_FIELDS", "Measurement", "cpu_model", "git_commit",
+           "parse_value", "utc_now"]
 
-_AP_PREFIX = "ap_"
+#: the prefix of a row's per-class AP columns (``ap_<class>``): the one definition
+AP_PREFIX = "ap_"
 
 
 @dataclass(frozen=True)
@@ -102,7 +103,7 @@ class Measurement:
         ``ap_<class>`` per class in class order. Values keep their Python types."""
         row: dict[str, Any] = {name: getattr(self, name) for name in ROW_FIELDS}
         for cls, ap in self.ap_per_class.items():
-            row[_AP_PREFIX + cls] = ap
+            row[AP_PREFIX + cls] = ap
         return row
 
     @classmethod
@@ -124,10 +125,10 @@ class Measurement:
                 raise ValueError(f"measurement row lacks the column {name!r}")
             kwargs[name] = parse_value(name, row[name], FIELD_TYPES[name])
         if class_names is None:
-            class_names = [k[len(_AP_PREFIX):] for k in row if k.startswith(_AP_PREFIX)]
+            class_names = [k[len(AP_PREFIX):] for k in row if k.startswith(AP_PREFIX)]
         ap: dict[str, float] = {}
         for c in class_names:
-            key = _AP_PREFIX + c
+            key = AP_PREFIX + c
             if key not in row:
                 raise ValueError(f"measurement row lacks the column {key!r}")
             ap[c] = parse_value(key, row[key], (float,))
