@@ -841,10 +841,7 @@ class Bench:
         if len(runs) < n:
             if self.sources.get(("speed", variant)) == "reused":
                 runs.clear(), pairs.clear()  # more runs wanted: all of them fresh
-            self.sources[("speed", variant)] = "now"
-            self.model(self.reference), self.model(variant)  # built outside the speed time
-            with self._timed(Fig.SPEEDUP, variant):
-                self._speed_runs(variant, n, runs, pairs)
+            self._measure_speed(variant, n, runs, pairs)
         return runs
 
     def fresh_speed_runs(self, variant: str, n: int) -> list:
@@ -853,11 +850,16 @@ class Bench:
         runs = self._cached(Fig.SPEEDUP, variant, list)
         pairs = self._cached(Fig.SPEED_PAIRS, variant, list)
         runs.clear(), pairs.clear()
+        self._measure_speed(variant, n, runs, pairs)
+        return runs
+
+    def _measure_speed(self, variant: str, n: int, runs: list, pairs: list) -> None:
+        """Fill ``runs``/``pairs`` to ``n`` with runs measured now (the models built first,
+        outside the speed time)."""
         self.sources[("speed", variant)] = "now"
-        self.model(self.reference), self.model(variant)  # built outside the speed time
+        self.model(self.reference), self.model(variant)
         with self._timed(Fig.SPEEDUP, variant):
             self._speed_runs(variant, n, runs, pairs)
-        return runs
 
     def _reuse_speed(self, variant: str, n: int, runs: list, pairs: list) -> None:
         """Fill ``runs``/``pairs`` from the cache when it holds at least ``n`` runs measured
