@@ -44,15 +44,7 @@ from typing import Any
 from navya._io import atomic_write_text
 from navya.cpuclass import CLASSES
 from navya.errors import NavyaError
-
-BUDGET_KEYS: dict[str, str] = {
-    "max_map_drop_points": "max",  # fp32 mAP - variant mAP, in points (percent)
-    "min_size_ratio": "min",  # size_mb(fp32) / size_mb(variant)
-    "min_zip_size_ratio": "min",  # size_zip_mb(fp32) / size_zip_mb(variant)
-    "min_speedup": "min",  # t(fp32) / t(variant), threads=1, same run
-    "max_peak_mem_mb": "max",  # memray peak during one inference, MB
-    "min_macs_reduction": "min",  # 1 - macs(variant) / macs(fp32), fraction
-}
+from navya.figures import BASELINE_FIGURES, BUDGET_KEYS, BUDGETS
 
 DEFAULT_TOLERANCES: dict[str, float] = {
     "map_abs": 0.002,  # mAP (0..1) absolute
@@ -63,18 +55,8 @@ DEFAULT_TOLERANCES: dict[str, float] = {
     "params_rel": 0.0,  # parameter counts, relative (exact)
 }
 
-# baseline field -> tolerance key
-BASELINE_FIELDS: dict[str, str] = {
-    "map": "map_abs",
-    "size_bytes": "size_rel",
-    "size_zip_bytes": "size_rel",
-    "macs": "macs_rel",
-    "effective_macs": "macs_rel",
-    "params": "params_rel",
-    "nonzero_params": "params_rel",
-    "sparsity": "sparsity_abs",
-    "prunable_sparsity": "sparsity_abs",
-}
+# baseline field -> tolerance key (navya.figures declares them)
+BASELINE_FIELDS = BASELINE_FIGURES
 #: What a baseline's figures depend on: a baseline whose provenance differs in any of these is
 #: not comparable (another checkpoint, data set, split, image count, variant config or, for a
 #: variant whose figures depend on the CPU's kernels, CPU class).
@@ -157,15 +139,10 @@ class BudgetCheck:
                 f"{self.measured:.4g}, budget {op} {self.limit:.4g}")
 
 
-#: The meaningful range of each budget: (lowest, lowest allowed?, highest, highest allowed?).
+#: The meaningful range of each budget: (lowest, lowest allowed?, highest, highest allowed?),
+#: from :data:`navya.figures.BUDGETS`.
 BUDGET_RANGES: dict[str, tuple[float, bool, float, bool]] = {
-    "max_map_drop_points": (0.0, True, 100.0, True),  # points of mAP
-    "min_size_ratio": (0.0, False, math.inf, False),
-    "min_zip_size_ratio": (0.0, False, math.inf, False),
-    "min_speedup": (0.0, False, math.inf, False),
-    "max_peak_mem_mb": (0.0, False, math.inf, False),
-    "min_macs_reduction": (0.0, True, 1.0, False),  # a fraction of the reference's MACs
-}
+    k: (f.low, f.low_ok, f.high, f.high_ok) for k, f in BUDGETS.items()}
 
 
 def _range_text(low: float, low_ok: bool, high: float, high_ok: bool) -> str:

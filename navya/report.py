@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from navya._io import atomic_write_bytes
-from navya.bench import SAME_RUN_FIELDS, SAME_RUN_TEXT_FIELDS
+from navya.figures import SAME_RUN_FIELDS, SAME_RUN_TEXT_FIELDS
 from navya.metrics.measure import AP_PREFIX, FIELD_TYPES, ROW_FIELDS, Measurement, parse_value
 
 __all__ = [

@@ -1,7 +1,7 @@
 """The row schema of one measurement of one detector, and where its figures come from.
 
 :class:`Measurement` is the frozen row that ``navya measure`` prints, the suite's summary
-extends (:data:`navya.bench.SAME_RUN_FIELDS`) and :mod:`navya.report` writes to CSV. The
+extends (:data:`navya.figures.SAME_RUN_FIELDS`) and :mod:`navya.report` writes to CSV. The
 engine (:mod:`navya.bench`) fills it; the protocol behind each field is documented there.
 :func:`cpu_model`, :func:`git_commit` and :func:`utc_now` give its provenance fields.
 """
@@ -17,13 +17,11 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from navya.runtime import cpu_model
+from navya.figures import AP_PREFIX, SAME_RUN_FIELDS
 
 __all__ = ["AP_PREFIX", "FIELD_TYPES", "ROW_FIELDS", "Measurement", "cpu_model", "git_commit",
-           "parse_value", "utc_now"]
+           "parse_value", "row_columns", "utc_now"]
 
-#: the prefix of a row's per-class AP columns (``ap_<class>``): the one definition
-AP_PREFIX = "ap_"
 
 
 @dataclass(frozen=True)
@@ -155,6 +153,12 @@ FIELD_TYPES = _field_types()
 ROW_FIELDS: tuple[str, ...] = tuple(FIELD_TYPES)
 
 
+def row_columns(class_names: Sequence[str]) -> list[str]:
+    """The header of a row: the Measurement fields, the same-run fields
+    (:data:`navya.figures.SAME_RUN_FIELDS`), ``ap_<class>``."""
+    return [*ROW_FIELDS, *SAME_RUN_FIELDS, *(AP_PREFIX + c for c in class_names)]
+
+
 def parse_value(name: str, value: Any, kinds: tuple[type, ...]) -> Any:
     optional = type(None) in kinds
     kind = next(k for k in kinds if k is not type(None))
@@ -177,6 +181,14 @@ def parse_value(name: str, value: Any, kinds: tuple[type, ...]) -> Any:
 
 
 # -- provenance ------------------------------------------------------------------------------
+
+
+def cpu_model() -> str:
+    """The CPU's model name (:func:`navya.runtime.cpu_model`; imported when called, so that
+    reading and writing rows needs no torch)."""
+    from navya.runtime import cpu_model as _cpu_model
+
+    return _cpu_model()
 
 
 def git_commit() -> str | None:

@@ -1,0 +1,123 @@
+"""The figures of a run, each declared once.
+
+Torch-free (layer 0): the engine, the budgets, the reports and the pytest plugin read these
+tables; none of them declares a figure of its own.
+
+- :data:`BUDGETS`: every figure a budget can limit (``benchmarks/budgets.toml``). Per figure:
+  its budget key, the row column that shows it, the direction of the limit, the meaningful
+  range of a limit, its unit and label, its format, and how the engine measures it
+  (``measure(bench, variant) -> float``; ``bench`` is a :class:`navya.bench.Bench`).
+- :data:`BASELINE_FIGURES`: the deterministic figures a committed baseline holds, each with
+  its tolerance key (:data:`navya.budgets.DEFAULT_TOLERANCES`).
+- :data:`SAME_RUN_FIELDS`: the columns of a row that compare a variant with the reference in
+  the same run, after the :class:`~navya.metrics.measure.Measurement` fields.
+
+Adding a budgeted figure (README, "Add a figure"): one entry in :data:`BUDGETS`, its limits in
+``benchmarks/budgets.toml``, and a one-line test in the ``benchmarks/`` module of its kind.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["AP_PREFIX", "BASELINE_FIGURES", "BUDGETS", "BUDGET_KEYS", "SAME_RUN_FIELDS",
+           "SAME_RUN_TEXT_FIELDS", "BudgetFigure"]
+
+#: the prefix of a row's per-class AP columns (``ap_<class>``): the one definition
+AP_PREFIX = "ap_"
+
+
+@dataclass(frozen=True)
+class BudgetFigure:
+    """A figure a budget limits. ``direction``: ``"max"`` (the figure must stay at or below
+    the limit) or ``"min"``. ``low``/``high`` and their ``*_ok`` flags: the meaningful range
+    of a limit (a limit outside it is a budgets-file error). ``measure``: how the engine
+    measures it. ``column``: the row column that shows it (None: the figure has no column of
+    its own, its verdict message carries it)."""
+
+    key: str
+    direction: str
+    unit: str
+    label: str
+    fmt: str
+    measure: Callable[[Any, str], float]
+    column: str | None = None
+    low: float = 0.0
+    low_ok: bool = False
+    high: float = math.inf
+    high_ok: bool = False
+    #: measured against the reference (the reference itself has nothing to compare)
+    relative: bool = True
+
+    def __post_init__(self) -> None:
+        if self.direction not in ("max", "min"):
+            raise ValueError(f"{self.key}: direction is 'max' or 'min', got {self.direction!r}")
+        if not self.key.startswith(self.direction + "_"):
+            raise ValueError(f"{self.key}: a budget key starts with its direction "
+                             f"({self.direction}_)")
+
+
+def _p95_ratio(bench: Any, variant: str) -> float:
+    run = bench.speedup(variant)  # the median ABBA run: a = reference, b = variant
+    return run.a.p95_ms / run.b.p95_ms
+
+
+#: Every budgeted figure, in the order a report shows them.
+BUDGETS: dict[str, BudgetFigure] = {f.key: f for f in (
+    BudgetFigure("max_map_drop_points", "max", "points", "mAP drop", "+.2f",
+                 lambda b, v: b.map_drop_points(v), "map_drop_points",
+                 low=0.0, low_ok=True, high=100.0, high_ok=True),
+    BudgetFigure("min_size_ratio", "min", "x", "size ratio", ".2f",
+                 lambda b, v: b.size_ratio(v), "size_ratio"),
+    BudgetFigure("min_zip_size_ratio", "min", "x", "zipped size ratio", ".2f",
+                 lambda b, v: b.zip_size_ratio(v), "zip_size_ratio"),
+    BudgetFigure("min_speedup", "min", "x", "speedup", ".2f",
+                 lambda b, v: b.speedup(v).speedup, "speedup"),
+    BudgetFigure("max_peak_mem_mb", "max", "MB", "peak memory", ".1f",
+                 lambda b, v: b.peak_mem_mb(v), "peak_mem_mb", relative=False),
+    BudgetFigure("min_macs_reduction", "min", "fraction", "MACs reduction", ".1%",
+                 lambda b, v: b.macs_reduction(v), "macs_reduction",
+                 low=0.0, low_ok=True, high=1.0, high_ok=False),
+)}
+
+#: budget key -> direction, in table order (what ``budgets.toml`` may hold)
+BUDGET_KEYS: dict[str, str] = {k: f.direction for k, f in BUDGETS.items()}
+
+#: The deterministic figures of a baseline -> their tolerance key.
+BASELINE_FIGURES: dict[str, str] = {
+    "map": "map_abs",
+    "size_bytes": "size_rel",
+    "size_zip_bytes": "size_rel",
+    "macs": "macs_rel",
+    "effective_macs": "macs_rel",
+    "params": "params_rel",
+    "nonzero_params": "params_rel",
+    "sparsity": "sparsity_abs",
+    "prunable_sparsity": "sparsity_abs",
+}
+
+#: Figures of a row that compare a variant with the reference in the same run, and its
+#: verdict; they follow the :data:`~navya.metrics.measure.ROW_FIELDS` in every row.
+SAME_RUN_FIELDS: tuple[str, ...] = (
+    "map_drop_points",  # (reference mAP - mAP) * 100, points
+    "size_ratio",  # size(reference) / size(variant), serialized artifact
+    "zip_size_ratio",  # the same, zlib-compressed
+    "macs_reduction",  # 1 - macs(variant) / macs(reference)
+    "speedup",  # t(reference) / t(variant), interleaved in this run
+    "speedup_ci_low",
+    "speedup_ci_high",
+    "map_ci_low",  # bootstrap interval of mAP over the images (models gated with intervals)
+    "map_ci_high",
+    "map_drop_points_ci_low",  # paired bootstrap interval of the drop, points
+    "map_drop_points_ci_high",
+    "transform_s",  # seconds the variant's transform took (calibration, fine-tune) when built
+    "artifact",  # built / cache (artifact cache hit) / uncached / prebuilt
+    "evaluated",  # now / cache (evaluation cache hit)
+    "measured",  # speed runs: now / reused (same inputs, from an earlier passing run)
+    "status",  # PASS / FAIL: <keys> / NO BUDGET / reference / not checked
+)
+#: Same-run fields that hold words, not numbers.
+SAME_RUN_TEXT_FIELDS = ("artifact", "evaluated", "measured", "status")

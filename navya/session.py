@@ -1,0 +1,376 @@
+"""One ``pytest benchmarks/`` session: the selection (:class:`navya.spec.Selection`), one
+engine per model (:class:`navya.bench.Bench`), the verdicts turned into pytest outcomes, the
+notes a person reads, the baseline refresh and the reports.
+
+The pytest hooks (:mod:`navya.suite`) forward to a :class:`SuiteSession`; this is the only
+place that turns a :class:`~navya.verdicts.Verdict` into a pass, a failure or a loud skip.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from navya.spec import (
+    DEFAULT_DATA,
+    DEFAULT_EVAL_IMAGES,
+    Selection,
+    parse_slowdowns,
+    update_despite,
+)
+
+if TYPE_CHECKING:
+    from navya.bench import Bench
+    from navya.verdicts import Verdict
+
+__all__ = ["SuiteSession"]
+
+
+class SuiteSession(Selection):
+    """One ``pytest benchmarks/`` session: the selection, the engines and the verdicts."""
+
+    def __init__(self, config: pytest.Config):
+        super().__init__(config.getoption, Path(config.rootpath), notes=[],
+                         project_variants=lambda: config.hook.pytest_navya_variants(
+                             config=config))
+        self.config = config
+        #: model -> its engine, the default model (or the first selected) first
+        self.benches: dict[str, Bench] = {}
+        self.remaining: Counter[str] = Counter()
+        self._speed_missing: dict[str, list[str]] = {}  # speed file -> cases it lacks
+        #: navya tests that failed or errored in this run (node id and phase)
+        self.problems: list[str] = []
+        self._unavailable: dict[str, str | None] = {}
+
+    def case(self, case_id: str) -> tuple[Bench, str]:
+        """The engine and the variant name of a test's ``variant`` (a case id)."""
+        model, variant = self.lookup(case_id)
+        self.setup()
+        return self.benches[model], variant
+
+    @property
+    def bench(self) -> Bench | None:
+        """The first model's engine (None before setup)."""
+        return next(iter(self.benches.values()), None)
+
+    def unavailable(self, variant: str) -> str | None:
+        """Why case ``variant`` cannot be built here (None: it can); the first time, a note."""
+        if variant not in self._unavailable:
+            bench, name = self.case(variant)
+            reason = bench.unavailable(name)
+            self._unavailable[variant] = reason
+            if reason:
+                self.notes.append(f"SKIPPED {variant}: unavailable on this machine: {reason}")
+        return self._unavailable[variant]
+
+    def setup(self) -> None:
+        """Load the workload and build the engine once. If that fails, the run stops here
+        with one message (not the same traceback once per test)."""
+        if self.benches:
+            return
+        try:
+            self._setup()
+        except Exception as exc:
+            pytest.exit(f"navya: the suite could not start: {type(exc).__name__}: {exc}",
+                        returncode=pytest.ExitCode.TESTS_FAILED)
+
+    def _setup(self) -> None:
+        from navya.bench import Bench, BenchSettings, load_workload
+        from navya.budgets import load_budgets
+        from navya.catalogue import DEFAULT_MODEL, MODELS, variant_names
+
+        data = self.opt("navya_data")
+        if data is None:
+            from navya.data.synthetic import SyntheticConfig, generate, verify_synthetic
+
+            data = self.rootdir / DEFAULT_DATA
+            voc = data / "VOCdevkit" / f"VOC{SyntheticConfig().year}"
+            problems = verify_synthetic(voc) if voc.exists() else None
+            if problems is None or problems:
+                why = ("one time" if problems is None else
+                       "the set there does not match its metadata: " + "; ".join(problems[:3]))
+                self._say(f"navya: generating the embedded synthetic data set into {data} "
+                          f"({why}; about a minute)")
+                generate(data)
+        settings = BenchSettings(threads=1, rounds=self.opt("navya_rounds"),
+                                 rss=not self.opt("navya_no_rss"),
+                                 speed_rounds=self.opt("navya_speed_rounds"),
+                                 seed=self.opt("navya_seed"),
+                                 inject=parse_slowdowns(self.opt("navya_inject_slowdown")))
+        from navya._cache import ResultStore
+
+        cache_dir = self.cache_dir()
+        store = None if cache_dir is None else ResultStore(cache_dir)
+        self.notes.append(f"artifact cache: {cache_dir}" if store is not None else
+                          "artifact cache: off (every variant built and evaluated in this run)")
+        from navya.cpuclass import host_class, kernel_class, restrictions_in_force
+
+        host, kernel = host_class(), kernel_class()
+        self.notes.append(
+            f"CPU class {host}" + (f", torch's kernels restricted to {kernel} ("
+                                   + ", ".join(f"{k}={v}" for k, v in
+                                               restrictions_in_force().items()) + ")"
+                                   if kernel != host else "")
+            + ": INT8 and half-precision figures are compared with this class's baselines "
+              "and budgets only (`navya doctor` says what applies)")
+        models = self.selected_models()
+        for model in models:
+            own = model != DEFAULT_MODEL  # a model with its own budgets section and baselines
+            spec = MODELS[model]
+            workload = load_workload(
+                self.opt("navya_checkpoint") or spec.checkpoint_path,
+                spec.data_folder(self.rootdir) or data,
+                split=self.opt("navya_split"), eval_images=self.opt("navya_eval_images"),
+                size_policy=self.opt("navya_size_policy"), other_classes=spec.other_classes,
+                classes=spec.classes, source_package=spec.source_package,
+                intervals=spec.intervals, content_fingerprint=spec.data is not None,
+                min_calibration_images=spec.min_calibration_images)
+            self.notes.extend(n if len(models) == 1 else f"{model}: {n}" for n in workload.notes)
+            baselines = self._path_opt("navya_baselines", "benchmarks/baselines")
+            speed = self.opt("navya_speed_baselines")
+            self.benches[model] = Bench(
+                workload, settings,
+                budgets=load_budgets(self._budgets_path(), variant_names(),
+                                     model=model if own else None),
+                baselines_dir=baselines / model if own else baselines,
+                speed_dir=None if not speed else Path(speed) / model if own else speed,
+                cache=store, rebuild=self.rebuild_spec(),
+                remeasure=bool(self.opt("navya_remeasure") or self.opt("navya_record_speed")))
+
+    def _say(self, line: str) -> None:
+        tr = self.config.pluginmanager.get_plugin("terminalreporter")
+        if tr is not None:
+            tr.write_line(line)
+
+    @staticmethod
+    def outcome(verdict: Verdict) -> None:
+        """Pass, fail (the verdict's message) or skip loudly (the message says why)."""
+        if verdict.outcome.skipped:
+            pytest.skip(verdict.message)
+        if verdict.failed:
+            pytest.fail(verdict.message, pytrace=False)
+
+    def check(self, variant: str, key: str) -> None:
+        """Assert one budget of ``variant``; skip loudly where it does not apply (a speedup
+        below its floor is judged on the median of --navya-speed-confirm fresh runs)."""
+        from navya.bench import SPEED_CONFIRM_RUNS
+
+        confirm = self.opt("navya_speed_confirm")
+        bench, name = self.case(variant)
+        self.outcome(bench.check_budget(
+            name, key, confirm=SPEED_CONFIRM_RUNS if confirm is None else confirm))
+
+    def check_speed_baseline(self, variant: str) -> None:
+        """This run's speed of ``variant`` against this machine's recorded runs (or record
+        them, with ``--navya-record-speed N``)."""
+        # the figures compared in a run: each variant's speedup and its A/B against its
+        # stored build, and the reference's network-versus-end-to-end share
+        from navya.bench import SPEED_CONFIRM_RUNS
+
+        confirm = self.opt("navya_speed_confirm")
+        bench, name = self.case(variant)
+        verdict = bench.check_speed_baseline(
+            name, family_size=2 * len(self.cases()) + 1,
+            record=self.opt("navya_record_speed"),
+            confirm=SPEED_CONFIRM_RUNS if confirm is None else confirm)
+        if verdict.outcome.name == "NO_BASELINE":
+            self._no_speed_baseline(bench, name, variant)
+        for line in verdict.message.splitlines():
+            if line.startswith("NO STORED BUILD"):
+                self.notes.append(line)
+        print(verdict.message)  # the figures, shown with -rP (or on failure)
+        self.outcome(verdict)
+
+    def _no_speed_baseline(self, bench: Bench, name: str, case: str) -> None:
+        """The run's note on a missing speed baseline: once per machine file that does not
+        exist; otherwise one note naming every case its file has no entry for (issue 28, bug
+        4: the note was cut out of the verdict's message, which holds no such cut for a
+        missing entry)."""
+        from navya.runtime import machine_slug
+
+        path = bench.speed_baseline_path
+        hint = f"record one with `pytest benchmarks/ --navya-record-speed 10` (writes {path})"
+        if path is None or not Path(path).is_file():
+            note = (f"NO SPEED BASELINE for machine {machine_slug(bench.machine)} "
+                    f"({bench.machine['cpu_model']}, {bench.machine['cores']} cores): speed is "
+                    f"checked against the budget floors of this CPU class only, where it has "
+                    f"them; {hint}")
+            if note not in self.notes:
+                self.notes.append(note)
+            return
+        missing = self._speed_missing.setdefault(str(path), [])
+        if missing:
+            self.notes.remove(self._speed_missing_note(path, missing))
+        missing.append(case)
+        self.notes.append(self._speed_missing_note(path, missing))
+
+    @staticmethod
+    def _speed_missing_note(path, cases: list[str]) -> str:
+        return (f"NO SPEED BASELINE for {', '.join(cases)} in {path}: their speed is checked "
+                f"against the budget floors of this CPU class only, where it has them; record "
+                f"them with `pytest benchmarks/ --navya-record-speed 10`")
+
+    def check_baseline(self, variant: str) -> None:
+        bench, name = self.case(variant)
+        self.outcome(bench.check_baseline(name, update=self.opt("navya_update_baselines")))
+
+    def run_notes(self) -> list[str]:
+        """Where the run's time went and what it reused: the cache line, the engine's time
+        per kind of figure, the suite process's peak RSS."""
+        import resource
+
+        out = []
+        for model, bench in self.benches.items():
+            who = "" if len(self.benches) == 1 else f"{model}: "
+            out += [who + line for line in (bench.cache_summary(),) if line]
+            profile = bench.profile()
+            if profile:
+                out.append(who + "engine time by figure: " + ", ".join(
+                    f"{fig} {seconds:.0f} s" for fig, seconds in profile.items()
+                    if seconds >= 0.5))
+        peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+        count = sum(len(b.order) for b in self.benches.values())
+        out.append(f"suite process peak RSS {peak_mb:.0f} MB ({count} variants"
+                   + (f" of {len(self.benches)} models)" if len(self.benches) > 1 else ")"))
+        return out
+
+    def rows(self) -> list[dict]:
+        """Every measured case's row, in run order, with its ``model``; another model's rows
+        are named by their case id (``mobilenet_v3_large:int8-ptq``)."""
+        out = []
+        for model, bench in self.benches.items():
+            order = [v for v in self.model_variants(model) if v in bench.order]
+            order += [v for v in bench.order if v not in order]
+            for row in bench.rows(order):
+                row["name"] = self.case_id(model, row["name"])
+                out.append({"model": model, **row})
+        return out
+
+    def incomplete(self, exitstatus: int) -> str | None:
+        """Why this run's results are incomplete (None when every navya test ran and none
+        failed or errored): interrupted, tests not run, tests failed."""
+        why = []
+        if exitstatus == pytest.ExitCode.INTERRUPTED:
+            why.append("the run was interrupted")
+        left = sorted(v for v, n in self.remaining.items() if n)
+        if left:
+            why.append(f"tests of {', '.join(left)} did not run")
+        return "; ".join(why) or None
+
+    # -- the baseline refresh --
+
+    def refresh(self, exitstatus: int) -> bool:
+        """Write an explicit baseline refresh, all files together, only from a complete and
+        comparable run. False: the refresh was refused (the notes say why; the run fails)."""
+        why = [self.incomplete(exitstatus)]
+        if self.problems:
+            why.append(f"{len(self.problems)} test(s) failed or errored: "
+                       + ", ".join(self.problems[:5]) + (", ..." if len(self.problems) > 5
+                                                         else ""))
+        refusals: dict[str, str] = {}
+        for model, bench in self.benches.items():
+            for key, text in bench.refresh_refusals(
+                    self.model_variants(model), incomplete="; ".join(w for w in why if w) or None,
+                    default_eval_images=DEFAULT_EVAL_IMAGES).items():
+                text = text if len(self.benches) == 1 else f"{model}: {text}"
+                refusals[key] = f"{refusals[key]}; {text}" if key in refusals else text
+        despite = update_despite(self.opt("navya_update_despite"))
+        blocking = {k: v for k, v in refusals.items() if k not in despite}
+        if blocking:
+            self.notes.append(
+                "BASELINE REFRESH REFUSED, nothing written: "
+                + "; ".join(f"{k}: {v}" for k, v in blocking.items())
+                + f". Rerun complete, or refresh anyway with --navya-update-despite "
+                  f"{','.join(blocking)}")
+            for bench in self.benches.values():
+                bench.pending_baselines.clear()
+            return False
+        overridden = sorted(set(refusals) & despite)
+        for bench in self.benches.values():
+            written = bench.commit_baselines()
+            self.notes.append(f"baselines rewritten ({len(written)} files) in "
+                              f"{bench.baselines_dir}"
+                              + (f", despite {', '.join(overridden)}" if overridden else ""))
+        return True
+
+
+# -- reports --
+
+
+
+def write_reports(session: SuiteSession, rows: list[dict],
+                  incomplete: str | None = None) -> list[Path]:
+    """summary.csv/md, verdicts.md, index.html and run.json of the run (and its history row)."""
+    from navya.metrics.measure import row_columns
+    from navya.report import write_summary
+
+    out_dir = Path(session.opt("navya_report_dir"))
+    if not out_dir.is_absolute():
+        out_dir = Path(session.config.invocation_params.dir) / out_dir
+    budgets = {}
+    for model, bench in session.benches.items():
+        if bench.budgets is not None:
+            budgets.update({session.case_id(model, v): b
+                            for v, b in bench.budgets.variants.items()})
+    paths = write_summary(out_dir, rows,
+                          ["model", *row_columns(session.bench.workload.class_names)],
+                          notes=session.notes, incomplete=incomplete, budgets=budgets)
+    return paths + _write_page(session, out_dir, rows, budgets, incomplete)
+
+
+def _write_page(session: SuiteSession, out_dir: Path, rows: list[dict], budgets: dict,
+                incomplete: str | None) -> list[Path]:
+    """``index.html`` (:mod:`navya.webreport`) with ``run.json``, and this machine's speed
+    history (appended to by complete runs only)."""
+    from navya.metrics.measure import git_commit, utc_now
+    from navya.runtime import machine_slug
+    from navya.webreport import append_history, page_names, write_html_report, write_run
+
+    verdicts: dict[str, dict[str, dict]] = {}
+    models = {}
+    for model, bench in session.benches.items():
+        models[model] = dict(bench.workload.provenance)
+        for variant, checks in bench.verdicts.items():
+            case = session.case_id(model, variant)
+            verdicts[case] = {key: {"outcome": v.outcome.value, "message": v.message,
+                                    "measured": v.measured, "limit": v.limit, "model": model}
+                              for key, v in checks.items()}
+    machine = dict(session.bench.machine)
+    slug = machine_slug(machine)
+    history = out_dir.parent / "history" / f"{slug}.csv"
+    created, commit = utc_now(), git_commit()
+    if not incomplete:
+        append_history(history, rows, timestamp=created, git_commit=commit,
+                       cpu_class=machine.get("kernel_class", ""))
+    bench_json = session.opt("benchmark_json") if _has_opt(session, "benchmark_json") else None
+    record = {"created": created, "git_commit": commit, "incomplete": incomplete,
+              "machine": machine, "machine_slug": slug, "models": models,
+              "verdicts": verdicts, "budgets": budgets, "notes": list(session.notes),
+              "history_path": str(history),
+              "benchmark_json": _abs(session, getattr(bench_json, "name", bench_json))}
+    run = write_run(out_dir, record, page_names(bool(incomplete))["run"])
+    if not incomplete:  # a complete set replaces an incomplete one
+        for name in page_names(True).values():
+            (out_dir / name).unlink(missing_ok=True)
+    return [run, *write_html_report(out_dir, rows, record, history_path=history)]
+
+
+def _abs(session: SuiteSession, path: Any) -> str | None:
+    """A path given on the command line, absolute (relative to the invocation folder)."""
+    if not path or not isinstance(path, str | os.PathLike):
+        return None
+    path = Path(path)
+    return str(path if path.is_absolute() else
+               Path(session.config.invocation_params.dir) / path)
+
+
+def _has_opt(session: SuiteSession, name: str) -> bool:
+    try:
+        session.config.getoption(name)
+    except ValueError:
+        return False
+    return True
