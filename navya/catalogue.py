@@ -24,14 +24,16 @@ from navya.compress.base import (
 )
 from navya.compress.deploy import ExecuTorchConfig, OnnxRuntimeConfig, OpenVINOConfig
 from navya.compress.fp32 import ChannelsLastConfig, Fp32Config, FuseConfig
+from navya.compress.half import HalfConfig
 from navya.compress.prune import (
     LONG_FINETUNE_ITERS,
     StructuredConfig,
     StructuredInt8Config,
     UnstructuredConfig,
 )
-from navya.compress.quantize import DynamicConfig, HalfConfig, PTQConfig, QATConfig
+from navya.compress.quantize import DynamicConfig, PTQConfig, QATConfig
 from navya.errors import NavyaError
+from navya.figures import RUNTIME_PAIRS
 
 __all__ = [
     "DEFAULT_MODEL",
@@ -279,14 +281,6 @@ register(Variant(
     "(AMD EPYC, 1 thread, end to end: onnx-int8 4.12x, executorch-xnnpack-int8 3.86x, "
     "openvino-int8 3.76x)", ("runtime", "pruned", "structured", "int8", "trains")))
 
-#: Per runtime, its fp32 and its INT8 variant (the report shows each INT8 variant's gain over
-#: its own runtime's fp32 beside its gain over torch eager fp32).
-RUNTIME_PAIRS: dict[str, tuple[str, str]] = {
-    "torch eager": ("fp32", "int8-ptq"),
-    "onnxruntime": ("onnx-fp32", "onnx-int8"),
-    "openvino": ("openvino-fp32", "openvino-int8"),
-    "executorch-xnnpack": ("executorch-xnnpack-fp32", "executorch-xnnpack-int8"),
-}
 
 
 # -- the models the suite gates ----------------------------------------------------------------

@@ -172,7 +172,8 @@ def _measure(args: argparse.Namespace) -> int:
 
     from navya._io import atomic_write_text
     from navya.bench import Bench, BenchSettings, load_workload
-    from navya.report import append_csv, markdown_table
+    from navya.reporting.rows import append_csv
+    from navya.reporting.tables import markdown_table
 
     path = Path(args.checkpoint)
     if not path.is_file():
@@ -332,7 +333,7 @@ def _sensitivity(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from navya.webreport import ReportError, report_from_dir
+    from navya.reporting.page import ReportError, report_from_dir
 
     try:
         paths = report_from_dir(args.dir)

@@ -23,8 +23,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["AP_PREFIX", "BASELINE_FIGURES", "BUDGETS", "BUDGET_KEYS", "SAME_RUN_FIELDS",
-           "SAME_RUN_TEXT_FIELDS", "BudgetFigure"]
+__all__ = ["AP_PREFIX", "BASELINE_FIGURES", "BUDGETS", "BUDGET_KEYS", "RUNTIME_PAIRS",
+           "SAME_RUN_FIELDS", "SAME_RUN_TEXT_FIELDS", "BudgetFigure"]
 
 #: the prefix of a row's per-class AP columns (``ap_<class>``): the one definition
 AP_PREFIX = "ap_"
@@ -58,11 +58,6 @@ class BudgetFigure:
         if not self.key.startswith(self.direction + "_"):
             raise ValueError(f"{self.key}: a budget key starts with its direction "
                              f"({self.direction}_)")
-
-
-def _p95_ratio(bench: Any, variant: str) -> float:
-    run = bench.speedup(variant)  # the median ABBA run: a = reference, b = variant
-    return run.a.p95_ms / run.b.p95_ms
 
 
 #: Every budgeted figure, in the order a report shows them.
@@ -114,10 +109,23 @@ SAME_RUN_FIELDS: tuple[str, ...] = (
     "map_drop_points_ci_low",  # paired bootstrap interval of the drop, points
     "map_drop_points_ci_high",
     "transform_s",  # seconds the variant's transform took (calibration, fine-tune) when built
+    "reference",  # the variant this row is compared with (a row whose name it is: the reference)
+    "runtime",  # what runs the network: torch / onnxruntime / openvino / executorch-xnnpack
     "artifact",  # built / cache (artifact cache hit) / uncached / prebuilt
     "evaluated",  # now / cache (evaluation cache hit)
     "measured",  # speed runs: now / reused (same inputs, from an earlier passing run)
     "status",  # PASS / FAIL: <keys> / NO BUDGET / reference / not checked
 )
 #: Same-run fields that hold words, not numbers.
-SAME_RUN_TEXT_FIELDS = ("artifact", "evaluated", "measured", "status")
+SAME_RUN_TEXT_FIELDS = ("reference", "runtime", "artifact", "evaluated", "measured",
+                        "status")
+
+#: The INT8 gain per runtime (a report figure): per runtime, its fp32 and its INT8 variant; the
+#: report shows each INT8 variant's speedup over its own runtime's fp32 beside its speedup over
+#: the reference (torch eager fp32).
+RUNTIME_PAIRS: dict[str, tuple[str, str]] = {
+    "torch eager": ("fp32", "int8-ptq"),
+    "onnxruntime": ("onnx-fp32", "onnx-int8"),
+    "openvino": ("openvino-fp32", "openvino-int8"),
+    "executorch-xnnpack": ("executorch-xnnpack-fp32", "executorch-xnnpack-int8"),
+}

@@ -306,7 +306,7 @@ def write_reports(session: SuiteSession, rows: list[dict],
                   incomplete: str | None = None) -> list[Path]:
     """summary.csv/md, verdicts.md, index.html and run.json of the run (and its history row)."""
     from navya.metrics.measure import row_columns
-    from navya.report import write_summary
+    from navya.reporting.summary import write_summary
 
     out_dir = Path(session.opt("navya_report_dir"))
     if not out_dir.is_absolute():
@@ -324,11 +324,11 @@ def write_reports(session: SuiteSession, rows: list[dict],
 
 def _write_page(session: SuiteSession, out_dir: Path, rows: list[dict], budgets: dict,
                 incomplete: str | None) -> list[Path]:
-    """``index.html`` (:mod:`navya.webreport`) with ``run.json``, and this machine's speed
+    """``index.html`` (:mod:`navya.reporting.page`) with ``run.json``, and this machine's speed
     history (appended to by complete runs only)."""
     from navya.metrics.measure import git_commit, utc_now
+    from navya.reporting.page import append_history, page_names, write_html_report, write_run
     from navya.runtime import machine_slug
-    from navya.webreport import append_history, page_names, write_html_report, write_run
 
     verdicts: dict[str, dict[str, dict]] = {}
     models = {}

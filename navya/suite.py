@@ -284,7 +284,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config: pytest.Config)
     session: SuiteSession | None = config.stash.get(STATE_KEY, None)
     if session is None or not any(b.order for b in session.benches.values()):
         return
-    from navya.report import summary_text
+    from navya.reporting.tables import summary_text
 
     rows = session.rows()
     session.notes.extend(session.run_notes())

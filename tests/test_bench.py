@@ -116,7 +116,8 @@ def test_release_drops_models_but_keeps_figures(tiny, val, variants):
 
 
 def test_summary_measure_and_report_give_identical_figures(tiny, val, variants, tmp_path):
-    from navya.report import read_csv, write_summary
+    from navya.reporting.rows import read_csv
+    from navya.reporting.summary import write_summary
 
     bench = _bench(tiny, val)
     printed = bench.measurement("counted").to_row()  # what `navya measure` prints

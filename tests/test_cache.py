@@ -108,7 +108,7 @@ def test_every_input_is_part_of_the_key(tmp_path, tiny, train, val):
     sources = base["sources"]
     assert {"navya.compress.quantize", "navya.compress._ao", "navya.models.ssdlite",
             "navya.data.voc"} <= set(sources)
-    assert not {"navya.report", "navya.suite", "navya.bench", "navya.cli"} & set(sources)
+    assert not {"navya.reporting.rows", "navya.suite", "navya.bench", "navya.cli"} & set(sources)
     assert {"torch", "onnxruntime", "openvino", "executorch"} <= set(base["versions"])
     assert base["machine"]["cpu_model"]
 
@@ -281,7 +281,7 @@ def test_evaluation_key_follows_the_evaluation_code_and_data(tmp_path, tiny, val
     parts = bench.evaluation_key(scaled_variant)
     assert {"navya.metrics.evaluate", "navya.metrics.detection", "navya.data.memory",
             "navya.data.voc", "navya.models.ssdlite"} <= set(parts["sources"])
-    assert "navya.report" not in parts["sources"]
+    assert "navya.reporting.rows" not in parts["sources"]
     assert parts["artifact"] == bench.build_info(scaled_variant).key
     assert bench.evaluation_key("fp32")["artifact"] == model_digest(tiny)
 

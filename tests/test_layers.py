@@ -46,7 +46,8 @@ def test_navya_keeps_its_layers():
     # independent siblings: data sets never import models
     ("data/voc.py", "import navya.models", "navya.data is not allowed to import navya.models"),
     # report sits below the command line and the plugin
-    ("report.py", "import navya.cli", "navya.report is not allowed to import navya.cli"),
+    ("reporting/plot.py", "import navya.cli",
+     "navya.reporting is not allowed to import navya.cli"),
 ], ids=["upward", "transform-imports-registry", "sibling", "report-imports-cli"])
 def test_a_forbidden_import_breaks_the_contract(tmp_path, module, line, message):
     shutil.copytree(REPO / "navya", tmp_path / "navya",

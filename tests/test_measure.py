@@ -217,7 +217,7 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory, fp32, val) -> Path:
 def test_cli_measure_prints_and_appends_one_row(checkpoint, data_root, val, tmp_path,
                                                 capsys) -> None:
     from navya.cli import main
-    from navya.report import read_csv
+    from navya.reporting.rows import read_csv
 
     out = tmp_path / "out.csv"
     md = tmp_path / "out.md"

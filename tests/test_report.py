@@ -11,14 +11,9 @@ from types import SimpleNamespace
 import pytest
 
 from navya.metrics.measure import ROW_FIELDS, Measurement
-from navya.report import (
-    CSV_COLUMNS,
-    append_csv,
-    csv_columns,
-    markdown_table,
-    plot_tradeoff,
-    read_csv,
-)
+from navya.reporting.plot import plot_tradeoff
+from navya.reporting.rows import CSV_COLUMNS, append_csv, csv_columns, read_csv
+from navya.reporting.tables import markdown_table
 
 CLASSES = ("disc", "square", "star ring")  # a space in a class name survives the round trip
 
@@ -226,7 +221,7 @@ def test_plot_accepts_measurements_and_their_rows(tmp_path: Path) -> None:
 
 
 def test_report_sets_complete_and_incomplete(tmp_path: Path) -> None:
-    from navya.report import write_summary
+    from navya.reporting.summary import write_summary
 
     rows = [_measurement("fp32").to_row(), _measurement("int8").to_row()]
     cols = list(rows[0])
@@ -263,7 +258,7 @@ def _runtime_rows() -> list[dict]:
 
 
 def test_fastest_within_budget_is_the_fastest_passing_row() -> None:
-    from navya.report import fastest_within_budget
+    from navya.reporting.tables import fastest_within_budget
 
     rows = _runtime_rows()
     assert fastest_within_budget(rows)["variant"] == "onnx-int8"  # the 6.0x one failed
@@ -271,7 +266,7 @@ def test_fastest_within_budget_is_the_fastest_passing_row() -> None:
 
 
 def test_runtime_gains_over_torch_and_over_own_fp32() -> None:
-    from navya.report import runtime_gains, summary_markdown, summary_text
+    from navya.reporting.tables import runtime_gains, summary_markdown, summary_text
 
     rows = _runtime_rows()
     gains = {g["runtime"]: g for g in runtime_gains(rows)}
@@ -333,7 +328,7 @@ def _thirty_rows():
 def test_the_tradeoff_plot_stays_legible_at_thirty_variants(tmp_path: Path) -> None:
     """No two number labels overlap, none covers a marker's centre, every variant has a
     row in the side table, failing variants are red, and the figure grows with the rows."""
-    from navya.report import tradeoff_figure
+    from navya.reporting.plot import tradeoff_figure
 
     rows, budgets = _thirty_rows()
     assert len(rows) == 31
@@ -373,7 +368,7 @@ def test_the_tradeoff_plot_stays_legible_at_thirty_variants(tmp_path: Path) -> N
 def test_a_speedup_estimated_from_in_process_latency_is_marked_on_the_plot() -> None:
     """Issue 28, bug 6: a row without an isolated speedup was placed by the ratio of in-process
     latency medians and drawn like the measured ones."""
-    from navya.report import tradeoff_figure
+    from navya.reporting.plot import tradeoff_figure
 
     rows = [{"model": "m", "name": "fp32", "map": 0.8, "latency_ms_median": 40.0,
              "status": "reference"},
@@ -395,7 +390,7 @@ def test_a_speedup_estimated_from_in_process_latency_is_marked_on_the_plot() -> 
 def test_a_drop_with_a_bootstrap_interval_draws_it() -> None:
     """A model gated on a small real set carries its drop's interval (map_drop_points_ci_*):
     the plot draws it behind the marker and names it in the legend; rows without one do not."""
-    from navya.report import tradeoff_figure
+    from navya.reporting.plot import tradeoff_figure
 
     ref = {"model": "m", "name": "fp32", "map": 0.8, "latency_ms_median": 40.0,
            "status": "reference"}

@@ -10,7 +10,7 @@ import shutil
 
 import pytest
 
-from navya.webreport import (
+from navya.reporting.page import (
     ReportError,
     append_history,
     read_history,
@@ -79,7 +79,7 @@ def test_the_page_puts_failures_first_and_holds_every_section(tmp_path):
 
 def test_navya_report_rewrites_the_page_from_saved_results(tmp_path, capsys):
     from navya.cli import main
-    from navya.report import write_csv
+    from navya.reporting.rows import write_csv
 
     rows, record = _run()
     write_csv(tmp_path / "summary.csv", rows, list(rows[0]))

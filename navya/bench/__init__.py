@@ -8,7 +8,7 @@ from its cache: the key is a typed :class:`Fig` and the variant name, never a st
 (:meth:`Bench.row`) have one schema, the :class:`~navya.metrics.measure.Measurement` fields
 followed by the same-run figures of :data:`SAME_RUN_FIELDS`; budget and baseline comparisons
 return :class:`Verdict` values. Nothing here imports pytest: :mod:`navya.suite` turns verdicts
-into test outcomes, ``navya measure`` prints rows, :mod:`navya.report` writes them.
+into test outcomes, ``navya measure`` prints rows, :mod:`navya.reporting` writes them.
 
 Protocol (docs/DESIGN.md, "Measurement protocol"):
 

@@ -207,6 +207,15 @@ class BenchCore:
 
         return get_variant(variant).tags
 
+    def runtime(self, variant: str) -> str:
+        """What runs the variant's network: ``torch`` (eager; a prebuilt model too), or a
+        deployment runtime's name (:attr:`navya.catalogue.Variant.runtime`)."""
+        if variant in self._models:
+            return "torch"
+        from navya.catalogue import get_variant
+
+        return get_variant(variant).runtime
+
     def unavailable(self, variant: str) -> str | None:
         """Why ``variant`` cannot be built on this machine (its runtime is not installed, or
         the CPU lacks what it needs), or None. The suite skips such a variant loudly."""

@@ -127,6 +127,8 @@ class Rows:
         if sp is not None and variant != ref:
             out.update(speedup=sp.speedup, speedup_ci_low=sp.ci_low, speedup_ci_high=sp.ci_high)
         out["transform_s"] = self.peek(Fig.TRANSFORM_S, variant)
+        out["reference"] = ref
+        out["runtime"] = self.runtime(variant)
         info = self.peek(Fig.BUILD, variant)
         out["artifact"] = None if info is None else info.source
         out["evaluated"] = self.peek(Fig.EVAL_SOURCE, variant)

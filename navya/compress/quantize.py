@@ -16,14 +16,8 @@ The variants built on these transforms (registered by :mod:`navya.catalogue`):
                           quantizes 0 modules and runs as fp32 (``model.quantized_modules``).
 ``int8-qat``              quantization-aware fine-tuning (fake quant, observers then BN frozen) with
                           :func:`navya.train.train`, then converted to INT8.
-``bf16`` / ``fp16``       ``core`` cast to that dtype (:class:`HalfCore`); inputs cast in, outputs
-                          cast back to float before post-processing.
+``bf16`` / ``fp16``       :mod:`navya.compress.half`: ``core`` cast to that dtype.
 ========================  ==========================================================================
-
-:func:`quantize_pt2e` (``torch.export`` + torchao's ``X86InductorQuantizer`` + lowering to oneDNN
-quantized ops) works: on the trained checkpoint it matched fp32 mAP and ran 2.9x faster than the
-fp32 core, about 10 % slower than eager INT8. It is not a catalogue variant: its lowered graph
-cannot be pickled or measured for size and MACs by the suite (see :class:`PT2ECore`).
 
 INT8 engines. An eager quantized model runs with the engine its weights were packed for: the
 transforms set ``model.quantized_engine`` and attach forward hooks to ``core`` that set
@@ -45,7 +39,6 @@ In the returned model a block kept in float is wrapped in a :class:`FloatIsland`
 from __future__ import annotations
 
 import copy
-import importlib.util
 import math
 import time
 from collections.abc import Sequence
@@ -58,30 +51,28 @@ from torch.utils.data import Dataset
 from navya.compress import _ao
 from navya.compress._ao import ENGINES, DeQuantStub, QuantStub, quantized_engine
 from navya.compress.base import CompressContext, register_transform
+
+# half precision lives in navya.compress.half; its names stay importable from here, where models
+# pickled before the move (cached artifacts, stored builds) look HalfCore up
+from navya.compress.half import HalfConfig, HalfCore, half_precision  # noqa: F401
 from navya.errors import NavyaError
 
 __all__ = [
     "ENGINES",
     "DynamicConfig",
     "FloatIsland",
-    "HalfConfig",
-    "HalfCore",
-    "PT2EConfig",
     "PTQConfig",
     "QATConfig",
     "QuantIsland",
     "QuantizationError",
     "calibration_count",
     "calibration_indices",
-    "half_precision",
     "quantize_dynamic",
-    "quantize_pt2e",
     "quantize_qat",
     "quantize_static",
     "packing_engine",
     "quantized_engine",
     "sensitivity_blocks",
-    "torchao_available",
 ]
 
 
@@ -587,205 +578,3 @@ def quantize_qat(model: nn.Module, config: QATConfig,
     out.qat_losses = tuple(result.losses)
     out.qat_frozen_at = {"observers": hook.observers_frozen_at, "bn": hook.bn_frozen_at}
     return out
-
-
-# -- bf16 / fp16 -----------------------------------------------------------------------------
-
-_HALF = {"bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-class HalfCore(nn.Module):
-    """Runs a core in half precision: casts the input batch to ``dtype``, runs ``core`` (its
-    parameters and buffers in ``dtype``), returns its output tensors cast back to float32.
-
-    ``forward(x [N, 3, S, S] float)`` -> tuple of float32 tensors, as the wrapped core's.
-    """
-
-    def __init__(self, core: nn.Module, dtype: torch.dtype):
-        super().__init__()
-        self.dtype = dtype
-        self.core = core.to(dtype)
-
-    def forward(self, x: Tensor) -> tuple[Tensor, ...]:
-        out = self.core(x.to(self.dtype))
-        return tuple(t.float() for t in out)
-
-
-@dataclass(frozen=True)
-class HalfConfig:
-    """Half-precision inference: ``dtype`` is ``bf16`` or ``fp16``; ``fuse`` folds Conv-BN in
-    float32 first (fewer kernels, and the folding itself done at full precision)."""
-
-    dtype: str = "bf16"
-    fuse: bool = True
-
-    def __post_init__(self) -> None:
-        if self.dtype not in _HALF:
-            raise QuantizationError(f"dtype must be one of {', '.join(_HALF)}, got "
-                                    f"{self.dtype!r}")
-
-
-@register_transform(HalfConfig)
-def half_precision(model: nn.Module, config: HalfConfig,
-                   context: CompressContext | None = None) -> nn.Module:
-    """A copy of ``model`` whose ``core`` runs in bf16/fp16 (:class:`HalfCore`); pre- and
-    post-processing stay float32, boxes come back float32."""
-    if not isinstance(getattr(model, "core", None), nn.Module):
-        raise QuantizationError(f"{type(model).__name__} has no `core` submodule to cast")
-    out = copy.deepcopy(model).eval()
-    if config.fuse and hasattr(out, "fuse_model"):
-        out.fuse_model(is_qat=False)
-    out.core = HalfCore(out.core, _HALF[config.dtype])
-    out.compute_dtype = _HALF[config.dtype]
-    return out
-
-
-# -- int8-pt2e -------------------------------------------------------------------------------
-
-
-def torchao_available() -> bool:
-    """Whether torchao (the home of the PT2E quantization flow) is installed."""
-    return importlib.util.find_spec("torchao") is not None
-
-
-class PT2ECore(nn.Module):
-    """A core quantized by the PT2E flow: ``reference`` is the converted graph (explicit
-    quantize/dequantize ops around int8 weights); the lowered graph (oneDNN ``qconv`` ops with
-    packed weights) is what runs. The lowered graph is specialized to batch 1: a batch runs
-    image by image (the suite times single images).
-
-    What does not work yet (torch 2.14.1, torchao 0.18.0), hence it is not a catalogue variant:
-
-    - the lowered graph's oneDNN-packed weights are opaque tensors: ``torch.save`` and
-      ``copy.deepcopy`` of it raise ``NotImplementedError: Cannot access storage of
-      OpaqueTensorImpl``. It is kept outside the module tree and lowered again from
-      ``reference`` after a deep copy (``lower_seconds`` records how long that took);
-    - ``torch.save`` of the whole model fails on the exported graph (``AttributeError: Can't
-      pickle local object 'wrap_dunder_call_ctx_manager.<locals>.inner'``): no subprocess RSS;
-    - ``reference.state_dict()`` still holds the float parameters next to the int8 constants
-      (2.88 MB against 2.38 MB for the fp32 tiny model): ``serialized_size`` is not the INT8
-      artifact;
-    - fvcore's MAC count fails (``RuntimeError: Unsupported value kind: Tensor``);
-    - exported graphs refuse ``train()``/``eval()`` (``NotImplementedError``): :meth:`train`
-      only sets the flag.
-    """
-
-    def __init__(self, reference: nn.Module, lowered: nn.Module | None = None,
-                 image_size: int = 320):
-        super().__init__()
-        self.reference = reference
-        self.image_size = image_size
-        self.lower_seconds = 0.0
-        object.__setattr__(self, "_lowered", lowered)
-
-    def lowered(self) -> nn.Module:
-        if self._lowered is None:
-            from torchao.quantization.pt2e.lowering import lower_pt2e_quantized_to_x86
-
-            t = time.perf_counter()
-            example = (torch.zeros(1, 3, self.image_size, self.image_size),)
-            with torch.no_grad():
-                object.__setattr__(self, "_lowered",
-                                   lower_pt2e_quantized_to_x86(self.reference, example))
-            self.lower_seconds = time.perf_counter() - t
-        return self._lowered
-
-    def train(self, mode: bool = True) -> PT2ECore:
-        # exported graphs refuse train()/eval() (NotImplementedError): there is no mode to
-        # switch (Conv-BN is folded, no dropout), so only the flag is kept
-        self.training = mode
-        return self
-
-    def __getstate__(self) -> dict:
-        state = self.__dict__.copy()
-        state["_lowered"] = None
-        return state
-
-    def __deepcopy__(self, memo: dict) -> PT2ECore:
-        new = PT2ECore.__new__(PT2ECore)
-        memo[id(self)] = new
-        for key, value in self.__getstate__().items():
-            new.__dict__[key] = copy.deepcopy(value, memo)
-        return new
-
-    def forward(self, x: Tensor) -> tuple[Tensor, ...]:
-        run = self.lowered()
-        outs = [run(x[i : i + 1]) for i in range(x.shape[0])]
-        return tuple(torch.cat(parts, 0) for parts in zip(*outs, strict=True))
-
-
-@dataclass(frozen=True)
-class PT2EConfig:
-    """PT2E static quantization with torchao's ``X86InductorQuantizer`` (per-channel int8
-    weights, histogram-observed uint8 activations), lowered to oneDNN quantized ops with
-    ``lower_pt2e_quantized_to_x86``. Calibration as in :class:`PTQConfig`."""
-
-    calibration_fraction: float = 0.02
-    calibration_images: int | None = None
-    batch_size: int = 8
-    seed: int | None = None
-
-    def __post_init__(self) -> None:
-        if not 0.0 < self.calibration_fraction <= 1.0:
-            raise QuantizationError(f"calibration_fraction must be in (0, 1], got "
-                                    f"{self.calibration_fraction!r}")
-        if self.calibration_images is not None and self.calibration_images < 1:
-            raise QuantizationError("calibration_images must be >= 1 or None")
-        if self.batch_size < 1:
-            raise QuantizationError("batch_size must be >= 1")
-
-
-@register_transform(PT2EConfig)
-def quantize_pt2e(model: nn.Module, config: PT2EConfig,
-                  context: CompressContext | None = None) -> nn.Module:
-    """INT8 ``core`` through ``torch.export`` + torchao PT2E + x86 lowering (a new model).
-
-    Only ``core`` is exported (post-processing has data-dependent shapes). The float core is
-    exported with a dynamic batch for calibration, ``prepare_pt2e`` inserts observers
-    (Conv-BN folded by the quantizer), calibration runs as for :func:`quantize_static`,
-    ``convert_pt2e`` produces the quantize/dequantize graph, and the lowering (re-export at
-    batch 1, freezing passes) fuses it into ``onednn.qconv*`` ops. The returned model carries
-    ``calibration_indices`` and ``pt2e_seconds`` (per step: export, prepare, calibrate, convert,
-    lower).
-
-    Raises:
-        QuantizationError: torchao is not installed, no ``core``, no calibration data.
-    """
-    if not torchao_available():
-        raise QuantizationError("int8-pt2e needs torchao (pip install torchao)")
-    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
-    from torchao.quantization.pt2e.quantizer import x86_inductor_quantizer as xiq
-
-    context = context or CompressContext()
-    if not isinstance(getattr(model, "core", None), nn.Module):
-        raise QuantizationError(f"{type(model).__name__} has no `core` submodule to export")
-    dataset = _require_data(context, "INT8 PT2E quantization")
-    indices = _calibration_plan(len(dataset), config, context)
-
-    out = copy.deepcopy(model).eval()
-    s = out.image_size
-    seconds: dict[str, float] = {}
-    t = time.perf_counter()
-    batch = torch.export.Dim("batch", min=1, max=1024)
-    exported = torch.export.export(out.core, (torch.zeros(2, 3, s, s),),
-                                   dynamic_shapes=({0: batch},)).module()
-    seconds["export"] = time.perf_counter() - t
-    quantizer = xiq.X86InductorQuantizer()
-    quantizer.set_global(xiq.get_default_x86_inductor_quantization_config())
-    t = time.perf_counter()
-    prepared = prepare_pt2e(exported, quantizer)
-    seconds["prepare"] = time.perf_counter() - t
-    seconds["calibrate"] = _calibrate(out, prepared, dataset, indices, config.batch_size,
-                                      context.progress, "calibrate")
-    t = time.perf_counter()
-    converted = convert_pt2e(prepared)
-    seconds["convert"] = time.perf_counter() - t
-    out.core = PT2ECore(converted, image_size=s)
-    out.core.lowered()
-    seconds["lower"] = out.core.lower_seconds
-    out.calibration_indices = tuple(indices)
-    out.pt2e_seconds = seconds
-    return out
-
-
-_emulate_engine_dispatch()

@@ -1,7 +1,7 @@
 """The row schema of one measurement of one detector, and where its figures come from.
 
 :class:`Measurement` is the frozen row that ``navya measure`` prints, the suite's summary
-extends (:data:`navya.figures.SAME_RUN_FIELDS`) and :mod:`navya.report` writes to CSV. The
+extends (:data:`navya.figures.SAME_RUN_FIELDS`) and :mod:`navya.reporting.rows` writes to CSV. The
 engine (:mod:`navya.bench`) fills it; the protocol behind each field is documented there.
 :func:`cpu_model`, :func:`git_commit` and :func:`utc_now` give its provenance fields.
 """

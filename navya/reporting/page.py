@@ -7,7 +7,7 @@ script. It holds, in order:
 
 1. the verdict of every variant and every budget, failures first, each with the measured value,
    the limit and the message (which names the baseline it was compared with);
-2. the trade-off plot (:func:`navya.report.tradeoff_figure`);
+2. the trade-off plot (:func:`navya.reporting.plot.tradeoff_figure`);
 3. the per-class AP change of every variant against its model's fp32 (a heat map);
 4. each variant's speedup across this machine's earlier complete runs (a trend per variant), from
    ``<report dir>/../history/<machine>.csv``, which every complete run appends to;
@@ -34,7 +34,11 @@ from typing import Any
 
 from navya._io import atomic_write_text
 from navya.errors import NavyaError
-from navya.report import AP_PREFIX, _label, _num, read_csv, report_names, tradeoff_figure
+from navya.figures import AP_PREFIX
+from navya.reporting.plot import tradeoff_figure
+from navya.reporting.rows import number, read_csv, reference_rows, row_label
+from navya.reporting.summary import report_names
+from navya.verdicts import Outcome
 
 __all__ = ["HTML_FILE", "RUN_FILE", "VERDICTS_FILE", "ReportError", "append_history",
            "read_history", "read_run", "render_html", "report_from_dir", "verdicts_markdown",
@@ -49,8 +53,9 @@ HISTORY_COLUMNS = ("timestamp", "git_commit", "model", "variant", "speedup",
 _OLD_HISTORY_COLUMNS = HISTORY_COLUMNS[:-1]
 RUN_SCHEMA = 1
 #: Verdict outcomes in the order a reader wants them: what broke first.
-_ORDER = {"fail": 0, "error": 1, "no budget": 2, "no baseline": 3, "not comparable": 4,
-          "not applicable": 5, "updated": 6, "pass": 7}
+_ORDER = {o: i for i, o in enumerate((
+    Outcome.FAIL, Outcome.ERROR, Outcome.NO_BUDGET, Outcome.NO_BASELINE, Outcome.NOT_COMPARABLE,
+    Outcome.NOT_APPLICABLE, Outcome.UPDATED, Outcome.PASS))}
 
 
 class ReportError(NavyaError, ValueError):
@@ -100,8 +105,8 @@ def append_history(path: str | os.PathLike, rows: Sequence[Mapping[str, Any]], *
     if not old:
         writer.writerow(HISTORY_COLUMNS)
     for row in rows:
-        writer.writerow([timestamp, git_commit or "", row.get("model") or "", _label(row),
-                         *("" if _num(row.get(k)) is None else repr(float(row[k]))
+        writer.writerow([timestamp, git_commit or "", row.get("model") or "", row_label(row),
+                         *("" if number(row.get(k)) is None else repr(float(row[k]))
                            for k in ("speedup", "latency_ms_median", "map")),
                          row.get("status") or "", cpu_class])
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -163,32 +168,36 @@ def _e(value: Any) -> str:
 
 
 def _fmt(value: Any, digits: int = 4) -> str:
-    x = _num(value)
+    x = number(value)
     return "–" if x is None else f"{x:.{digits}g}"
 
 
-def _outcome_class(outcome: str) -> str:
-    return {"fail": "fail", "error": "error", "pass": "pass", "updated": "pass"}.get(outcome,
-                                                                                      "skip")
+def _outcome_class(outcome: Outcome) -> str:
+    return {Outcome.FAIL: "fail", Outcome.ERROR: "error", Outcome.PASS: "pass",
+            Outcome.UPDATED: "pass"}.get(outcome, "skip")
 
 
 def _verdict_list(record: Mapping[str, Any], rows: Sequence[Mapping[str, Any]]) -> list[dict]:
-    models = {_label(r): r.get("model") for r in rows}
+    models = {row_label(r): r.get("model") for r in rows}
     out = []
     for case, checks in record.get("verdicts", {}).items():
         for key, v in checks.items():
+            try:
+                outcome = Outcome.parse(str(v.get("outcome", "")))
+            except ValueError as exc:
+                raise ReportError(f"run.json: the verdict {key} of {case}: {exc}") from None
             out.append({"case": case, "model": models.get(case, v.get("model")), "key": key,
-                        "outcome": str(v.get("outcome", "")), "message": v.get("message", ""),
+                        "outcome": outcome, "message": v.get("message", ""),
                         "measured": v.get("measured"), "limit": v.get("limit")})
-    order = {_label(r): i for i, r in enumerate(rows)}
-    out.sort(key=lambda v: (_ORDER.get(v["outcome"], 9), order.get(v["case"], 1e9), v["key"]))
+    order = {row_label(r): i for i, r in enumerate(rows)}
+    out.sort(key=lambda v: (_ORDER[v["outcome"]], order.get(v["case"], 1e9), v["key"]))
     return out
 
 
 def verdicts_markdown(rows: Sequence[Mapping[str, Any]], record: Mapping[str, Any]) -> str:
     """The verdict table in Markdown, failures first (a CI job summary)."""
     verdicts = _verdict_list(record, rows)
-    failed = [v for v in verdicts if v["outcome"] in ("fail", "error")]
+    failed = [v for v in verdicts if v["outcome"].failed]
     cases = list(dict.fromkeys(v["case"] for v in verdicts))
     head = (f"## navya: {len(failed)} failing check(s) in "
             f"{len({v['case'] for v in failed})} of {len(cases)} variant(s)"
@@ -199,10 +208,10 @@ def verdicts_markdown(rows: Sequence[Mapping[str, Any]], record: Mapping[str, An
     out += ["| outcome | variant | check | measured | limit | message |",
             "|---|---|---|---:|---:|---|"]
     for v in verdicts:
-        if v["outcome"] == "pass" and len(verdicts) > 60:
+        if v["outcome"] is Outcome.PASS and len(verdicts) > 60:
             continue  # a long run lists what did not pass; the page has everything
         msg = str(v["message"]).replace("|", "\\|").replace("\n", " ")
-        out.append(f"| {v['outcome'].upper()} | {v['case']} | {v['key']} | "
+        out.append(f"| {v['outcome'].value.upper()} | {v['case']} | {v['key']} | "
                    f"{_fmt(v['measured'])} | {_fmt(v['limit'])} | {msg[:300]} |")
     return "\n".join(out) + "\n"
 
@@ -227,11 +236,7 @@ def _heat_color(delta: float, scale: float) -> str:
 def _per_class(rows: Sequence[Mapping[str, Any]]) -> str:
     classes = list(dict.fromkeys(k[len(AP_PREFIX):] for r in rows for k in r
                                  if k.startswith(AP_PREFIX)))
-    refs = {}
-    for r in rows:
-        name = _label(r)
-        if name == "fp32" or name.endswith(":fp32"):
-            refs.setdefault(r.get("model"), r)
+    refs = reference_rows(rows)
     if not classes or not refs:
         return "<p class='small'>no per-class AP in this run</p>"
     cells = []
@@ -241,7 +246,7 @@ def _per_class(rows: Sequence[Mapping[str, Any]]) -> str:
             continue
         deltas = []
         for c in classes:
-            a, b = _num(r.get(AP_PREFIX + c)), _num(ref.get(AP_PREFIX + c))
+            a, b = number(r.get(AP_PREFIX + c)), number(ref.get(AP_PREFIX + c))
             deltas.append(None if a is None or b is None else (a - b) * 100.0)
         cells.append((r, deltas))
     if not cells:
@@ -255,7 +260,7 @@ def _per_class(rows: Sequence[Mapping[str, Any]]) -> str:
             "<td>–</td>" if d is None else
             f"<td style='background:{_heat_color(d, scale)}' title='AP change {d:+.2f} points'>"
             f"{d:+.1f}</td>" for d in deltas)
-        body.append(f"<tr><th>{_e(_label(r))}</th>{tds}</tr>")
+        body.append(f"<tr><th>{_e(row_label(r))}</th>{tds}</tr>")
     return (f"<p class='small'>AP@0.5 of each class minus its model's fp32, in points (red: "
             f"lost, blue: gained; colour saturates at ±{scale:.1f})</p>"
             f"<table class='heat' id='per-class'><tr><th>variant</th>{head}</tr>"
@@ -287,7 +292,7 @@ def _trends(rows: Sequence[Mapping[str, Any]], history: Sequence[Mapping[str, An
     # gates another model first would otherwise extend the default model's lines
     by_case: dict[tuple[str, str], list[tuple[str, float]]] = {}
     for h in history:
-        x = _num(h.get("speedup"))
+        x = number(h.get("speedup"))
         if x is not None:
             by_case.setdefault((h.get("model") or "", h["variant"]), []).append(
                 (h["timestamp"], x))
@@ -296,14 +301,14 @@ def _trends(rows: Sequence[Mapping[str, Any]], history: Sequence[Mapping[str, An
                 f"({_e(machine)}): each complete run adds one point per variant</p>")
     body, ours = [], 0
     for r in rows:
-        runs = by_case.get((r.get("model") or "", _label(r)), [])
+        runs = by_case.get((r.get("model") or "", row_label(r)), [])
         if len(runs) < 2:
             continue
         values = [x for _, x in runs]
         change = values[-1] / values[-2] - 1.0
         mine = this_run is not None and runs[-1][0] == this_run
         ours += mine
-        body.append(f"<tr><th>{_e(_label(r))}</th>"
+        body.append(f"<tr><th>{_e(row_label(r))}</th>"
                     f"<td>{_sparkline(values, last_is_this_run=mine)}</td>"
                     f"<td class='num'>{len(values)}</td><td class='num'>{values[-1]:.3f}x</td>"
                     f"<td class='num'>{change:+.1%}</td><td class='num'>{min(values):.3f}–"
@@ -324,11 +329,11 @@ def _matrix(verdicts: Sequence[Mapping[str, Any]], rows: Sequence[Mapping[str, A
     grid: dict[str, dict[str, Mapping[str, Any]]] = {}
     for v in verdicts:
         grid.setdefault(v["case"], {})[v["key"]] = v
-    position = {_label(r): i for i, r in enumerate(rows)}
-    order = sorted(grid, key=lambda c: (not any(x["outcome"] in ("fail", "error")
+    position = {row_label(r): i for i, r in enumerate(rows)}
+    order = sorted(grid, key=lambda c: (not any(x["outcome"].failed
                                                 for x in grid[c].values()),
                                         position.get(c, len(position))))
-    symbol = {"pass": "✓", "updated": "✓", "fail": "✗", "error": "!"}
+    symbol = {Outcome.PASS: "✓", Outcome.UPDATED: "✓", Outcome.FAIL: "✗", Outcome.ERROR: "!"}
     head = "".join(f"<th>{_e(k)}</th>" for k in keys)
     body = []
     for case in order:
@@ -341,7 +346,7 @@ def _matrix(verdicts: Sequence[Mapping[str, Any]], rows: Sequence[Mapping[str, A
             cls = _outcome_class(v["outcome"])
             tds.append(f"<td class='{cls}' style='color:#fff' title='{_e(v['message'])}'>"
                        f"{symbol.get(v['outcome'], '–')}</td>")
-        bad = any(x["outcome"] in ("fail", "error") for x in grid[case].values())
+        bad = any(x["outcome"].failed for x in grid[case].values())
         body.append(f"<tr class='{'fail' if bad else ''}' data-variant='{_e(case)}'>"
                     f"<th>{_e(case)}</th>{''.join(tds)}</tr>")
     return (f"<table class='matrix' id='matrix'><tr><th>variant</th>{head}</tr>"
@@ -369,8 +374,8 @@ def render_html(rows: Sequence[Mapping[str, Any]], record: Mapping[str, Any], *,
     """The page as a string (see the module docstring)."""
     out_dir = Path(out_dir)
     verdicts = _verdict_list(record, rows)
-    failed = [v for v in verdicts if v["outcome"] in ("fail", "error")]
-    cases = list(dict.fromkeys([_label(r) for r in rows] + [v["case"] for v in verdicts]))
+    failed = [v for v in verdicts if v["outcome"].failed]
+    cases = list(dict.fromkeys([row_label(r) for r in rows] + [v["case"] for v in verdicts]))
     failing_cases = list(dict.fromkeys(v["case"] for v in failed))
     machine = record.get("machine", {})
     title = ("FAIL" if failed else "PASS") + f": {len(failing_cases)} of {len(cases)} " \
@@ -406,8 +411,8 @@ def render_html(rows: Sequence[Mapping[str, Any]], record: Mapping[str, Any], *,
         cls = _outcome_class(v["outcome"])
         rows_html.append(
             f"<tr class='{'fail' if cls in ('fail', 'error') else ''}' "
-            f"data-variant='{_e(v['case'])}' data-outcome='{_e(v['outcome'])}'>"
-            f"<td><span class='badge {cls}'>{_e(v['outcome'].upper())}</span></td>"
+            f"data-variant='{_e(v['case'])}' data-outcome='{_e(v['outcome'].value)}'>"
+            f"<td><span class='badge {cls}'>{_e(v['outcome'].value.upper())}</span></td>"
             f"<td>{_e(v['model'])}</td><td>{_e(v['case'])}</td><td>{_e(v['key'])}</td>"
             f"<td class='num'>{_fmt(v['measured'])}</td><td class='num'>{_fmt(v['limit'])}"
             f"</td><td class='msg'>{_e(v['message'])}</td></tr>")
