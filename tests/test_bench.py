@@ -172,7 +172,7 @@ def test_a_speedup_below_its_floor_is_judged_on_the_median_of_fresh_runs(tiny, v
         bench._cache[(Fig.SPEED_PAIRS, "counted", 0)] = [{}]
         verdict = bench.check_budget("counted", "min_speedup", confirm=confirm)
         assert verdict.outcome.name == outcome, verdict.message
-    assert "median of 3 fresh runs, the first 0.5" in verdict.message
+    assert "median of 3 fresh speed runs, the first 0.5" in verdict.message
     assert verdict.measured > 0.7  # the same model: about 1
 
 

@@ -75,12 +75,13 @@ class Gates:
                 f"{measured:.4g} (add it to guard this figure)", measured=measured))
         check = BudgetCheck(variant, key, measured, limit)
         note = ""
-        if key == "min_speedup" and not check.passed and confirm > 1:
+        if BUDGETS[key].timed and not check.passed and confirm > 1:
             first = measured
             runs = self.speed_runs(variant, confirm)
             measured = self.budget_figure(variant, key)
             check = BudgetCheck(variant, key, measured, limit)
-            note = (f" (median of {len(runs)} fresh runs, the first {first:.4g}: "
+            note = (f" (judged on the median of {len(runs)} fresh speed runs, the first "
+                    f"{first:.4g}; their speedups: "
                     + ", ".join(f"{r.speedup:.4g}" for r in runs) + ")")
         if key == "max_map_drop_points" and self.workload.intervals:
             ci = self.map_drop_interval(variant)
