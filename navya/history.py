@@ -7,7 +7,7 @@ classes": four unchanged runs on an AVX2 EPYC moved fp32's 2-thread median by +5
 one run that drift is shared, so this check compares, per thread count and model, each
 variant's latency *over fp32's of the same run*, and holds the newest run's ratio to the
 median of the previous runs' with a tolerance from their spread
-(:func:`navya.budgets.speed_tolerance`: ``z * spread * sqrt(1 + 1/n)``, Bonferroni over the
+(:func:`navya.speed_baselines.speed_tolerance`: ``z * spread * sqrt(1 + 1/n)``, Bonferroni over the
 run's figures, at least :data:`MIN_TOLERANCE`). Absolute medians are reported beside it as
 information (the report's trend), never failed on.
 
@@ -24,8 +24,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from navya.budgets import speed_tolerance
 from navya.errors import NavyaError
+from navya.speed_baselines import speed_tolerance
 
 #: the fewest previous runs a ratio is judged against (fewer: reported, not judged). Measured
 #: (docs/results/history_check): with 3, a spread from three 2-thread runs gave the one false

@@ -86,7 +86,7 @@ def run_power_study(checkpoint, data, baselines_dir: str | Path, *, variant: str
                           baselines_dir=baselines_dir)
     base = make()
     reference = base.reference
-    from navya.budgets import read_speed_baseline
+    from navya.speed_baselines import read_speed_baseline
 
     recorded = read_speed_baseline(base.speed_baseline_path) or {}
     for name in (reference, variant):
@@ -133,7 +133,12 @@ def false_alarm_table(path: str | Path, family_size: int) -> list[dict[str, Any]
     tolerance: the first stage of the gate, before confirmation), and the normal model's
     rate for one run, ``P(z > tol / (spread * sqrt(1 + 1/n)))``.
     """
-    from navya.budgets import SpeedDecision, SpeedEntry, read_speed_baseline, speed_tolerance
+    from navya.speed_baselines import (
+        SpeedDecision,
+        SpeedEntry,
+        read_speed_baseline,
+        speed_tolerance,
+    )
 
     entries = read_speed_baseline(path) or {}
     rows = []

@@ -189,7 +189,9 @@ def test_bench_sizes_the_artifact_and_counts_the_float_twin(model, ctx, data, x)
 
 
 def test_a_missing_runtime_is_a_reason_not_a_crash(monkeypatch):
-    monkeypatch.setitem(D._import_problems, "onnxruntime", "ModuleNotFoundError: no onnxruntime")
+    from navya.compress import runners
+
+    monkeypatch.setitem(runners._import_problems, "onnxruntime", "ModuleNotFoundError: no onnxruntime")
     reason = D.unavailable_reason(D.OnnxRuntimeConfig())
     assert "onnxruntime" in reason and "import onnxruntime" in reason
     with pytest.raises(D.RuntimeUnavailable, match="import onnxruntime"):

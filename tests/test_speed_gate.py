@@ -12,8 +12,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from navya.budgets import (
-    BaselineError,
+from navya.budgets import BaselineError
+from navya.metrics.speed import YARDSTICK, inject_slowdown, run_speed_job, yardstick
+from navya.runtime import machine_key, machine_slug, pinned, timing_cpu
+from navya.speed_baselines import (
     SpeedDecision,
     SpeedEntry,
     read_speed_baseline,
@@ -21,8 +23,6 @@ from navya.budgets import (
     speed_tolerance,
     write_speed_entry,
 )
-from navya.metrics.speed import YARDSTICK, inject_slowdown, run_speed_job, yardstick
-from navya.runtime import machine_key, machine_slug, pinned, timing_cpu
 
 REPO = Path(__file__).resolve().parents[1]
 pytest_plugins = ["pytester"]

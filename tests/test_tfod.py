@@ -24,7 +24,7 @@ from navya.cli import main
 from navya.models import load_checkpoint
 from navya.models._tf_graph import NodeDef, encode_graph_def, parse_graph_def
 from navya.models.checkpoint import sha256_file
-from navya.models.ssdlite import tf_legacy_resize, tf_same_pads
+from navya.models.tfcompat import tf_legacy_resize, tf_same_pads
 from navya.models.tfod import TFImportError, import_tf_od_api, parse_label_map
 
 ROOT = Path(__file__).resolve().parents[1]

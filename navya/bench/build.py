@@ -108,8 +108,8 @@ class Builds:
         """``(path, None)`` when this machine's speed baseline has a build A/B entry for
         ``variant`` whose stored build is present with the recorded SHA-256 and the same
         config; else ``(None, why)``."""
-        from navya.budgets import read_speed_baseline
         from navya.models.checkpoint import sha256_file
+        from navya.speed_baselines import read_speed_baseline
 
         if variant in self._build_state:
             return self._build_state[variant]

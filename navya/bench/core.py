@@ -14,9 +14,7 @@ import torch
 from torch import nn
 
 from navya.bench.settings import REFERENCE, BenchSettings, Workload
-from navya.budgets import (
-    Budgets,
-)
+from navya.budgets import Budgets
 from navya.metrics.measure import git_commit
 from navya.verdicts import Verdict
 

@@ -70,12 +70,13 @@ class SpeedGate:
         reference's network-versus-end-to-end pair catches slower pre- or post-processing.
 
         Each figure's tolerance comes from its recorded spread
-        (:func:`navya.budgets.speed_tolerance`, ``family_size`` figures compared in the run).
+        (:func:`navya.speed_baselines.speed_tolerance`, ``family_size`` figures compared in the run).
         When a first run is outside a tolerance, more fresh runs (``confirm`` in all) are made
         and every figure is judged on their median: one slow process, or a noisy spell of the
         host, is not a regression.
         """
-        from navya.budgets import (
+        from navya.runtime import machine_slug
+        from navya.speed_baselines import (
             SpeedDecision,
             SpeedEntry,
             read_speed_baseline,
@@ -83,7 +84,6 @@ class SpeedGate:
             speed_tolerance,
             write_speed_entry,
         )
-        from navya.runtime import machine_slug
 
         key = "speed_baseline"
         path = self.speed_baseline_path

@@ -28,18 +28,20 @@ import numpy as np
 
 from navya.data.voc import (
     _SWAPPING,
+    _read_split,
+    find_image,
+    image_header,
+    resolve_voc_dir,
+)
+from navya.data.voc_xml import (
     VOC_CLASSES,
-    VOCDataset,
     VOCFormatError,
     _basename,
     _class_index,
     _parse,
-    _read_split,
     _text,
     class_names_file,
-    image_header,
     read_class_names,
-    resolve_voc_dir,
 )
 
 __all__ = ["KINDS", "DataCheck", "check_voc", "collect_class_names", "write_split"]
@@ -244,7 +246,7 @@ def _check_item(voc_dir: Path, image_id: str, index, report: DataCheck, *, first
     state: dict[str, Any] = {}
 
     def resolve(filename: str, xml_size):
-        path = VOCDataset._find_image(voc_dir / "JPEGImages", image_id, filename, xml_path)
+        path = find_image(voc_dir / "JPEGImages", image_id, filename, xml_path)
         state["path"] = path
         if path.name != filename and (voc_dir / "JPEGImages" / filename).is_file():
             add("filename elsewhere", f"{xml_path}: <filename> {filename}, read {path.name}")
@@ -296,7 +298,7 @@ def write_split(root: str | os.PathLike, val: float = 0.2, *, seed: int = 0,
         try:
             root_el = ET.parse(xml_path).getroot()
             filename = _basename(_text(root_el, "filename") or "")
-            VOCDataset._find_image(voc_dir / "JPEGImages", xml_path.stem, filename, xml_path)
+            find_image(voc_dir / "JPEGImages", xml_path.stem, filename, xml_path)
         except (ET.ParseError, OSError, VOCFormatError):
             continue  # `navya data check` lists these
         classes_of[xml_path.stem] = {n for n in (_text(o, "name")
