@@ -1,4 +1,5 @@
-"""Accuracy: the VOC evaluation of a variant (cached by what it depends on), mAP, its drop, and their bootstrap intervals."""
+"""Accuracy: the VOC evaluation of a variant (cached by what it depends on), mAP, its drop, and
+their bootstrap intervals."""
 
 from __future__ import annotations
 

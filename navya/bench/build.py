@@ -1,4 +1,5 @@
-"""Building: a variant's model (through the catalogue and the artifact cache), checked finite; its timed copies; this machine's stored builds."""
+"""Building: a variant's model (through the catalogue and the artifact cache), checked finite; its
+timed copies; this machine's stored builds."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""The engine's state: the per-run memo of figures, the profile, the variants' identity and CPU class."""
+"""The engine's state: the per-run memo of figures, the profile, the variants' identity and CPU
+class."""
 
 from __future__ import annotations
 

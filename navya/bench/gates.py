@@ -1,4 +1,5 @@
-"""Verdicts on deterministic figures: budgets (per CPU class where the figure depends on the kernels) and committed baselines, with the refresh policy."""
+"""Verdicts on deterministic figures: budgets (per CPU class where the figure depends on the
+kernels) and committed baselines, with the refresh policy."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Figures kept between runs: the key of a measurement (everything it depends on, the source of the code that measures it included) and the reuse of cached figures."""
+"""Figures kept between runs: the key of a measurement (everything it depends on, the source of the
+code that measures it included) and the reuse of cached figures."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Rows: a variant's :class:`~navya.metrics.measure.Measurement` and its same-run figures, one schema (:func:`navya.figures.row_columns`), and its status."""
+"""Rows: a variant's :class:`~navya.metrics.measure.Measurement` and its same-run figures, one
+schema (:func:`navya.figures.row_columns`), and its status."""
 
 from __future__ import annotations
 

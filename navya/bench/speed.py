@@ -1,4 +1,5 @@
-"""Speed ratios: fresh pinned worker runs timing a variant against the reference (ABBA pairs), reused from the cache when nothing they depend on changed."""
+"""Speed ratios: fresh pinned worker runs timing a variant against the reference (ABBA pairs),
+reused from the cache when nothing they depend on changed."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Speed against this machine's recorded baseline: tolerances from the recorded spread, confirmation runs, recording, the A/B against the stored build."""
+"""Speed against this machine's recorded baseline: tolerances from the recorded spread,
+confirmation runs, recording, the A/B against the stored build."""
 
 from __future__ import annotations
 
