@@ -189,29 +189,23 @@ register(Variant(
     "int8-ptq with per-output-channel weights (16 bytes of scale and zero point per channel)",
     ("int8",)))
 register(Variant(
-    # `navya sensitivity` on the V3 checkpoint (200 val images, histogram observers): the stem
-    # (Conv-BN-Hardswish on the normalized image) loses 0.72 points alone, the first block 0.63,
-    # the next 0.28; the squeeze-and-excitation blocks 0.22 at most. On 500 val images: all
-    # INT8 1.38 points, stem float 0.81, stem + first block float 0.67, top four 0.78,
-    # per-channel weights 1.09 (AMD EPYC, 2026-12-01)
+    # the two blocks `navya sensitivity` ranks most sensitive on the V3 checkpoint (docs/results/code_decisions/README.md)
     "int8-ptq-mixed", PTQConfig(keep_float=("backbone.stage1.0", "backbone.stage1.1")),
     "int8-ptq with MobileNetV3's stem and first block kept in float (the two most sensitive "
     "blocks by navya sensitivity); squeeze-and-excitation and hard-swish quantized",
     ("int8", "mixed"), models=("mobilenet_v3_large",)))
 register(Variant(
     "int8-qat",
-    # lr measured on the shipped checkpoint (500 val, per-tensor weights): 2e-4 lost 0.73 pts,
-    # 2e-4 with distillation 0.85, 5e-5 0.58; int8-ptq alone loses 0.08
+    # the learning rate that lost least of three measured (docs/results/code_decisions/README.md)
     QATConfig(iterations=50, lr=5e-5, warmup_iters=5, freeze_bn_after=20,
               freeze_observers_after=35),
     "INT8 after 50 steps of quantization-aware fine-tuning (batch 16, AdamW 5e-5; BN frozen "
-    "after 20 steps, observers after 35), x86 engine; sized for the suite's time limit "
-    "(a QAT step costs ~3.3 s here)",
+    "after 20 steps, observers after 35), x86 engine; sized for the suite's time limit",
     ("int8", "trains")))
 register(Variant(
     "int8-qat-long", QATConfig(),
     "INT8 after 150 steps of quantization-aware fine-tuning (BN frozen after 50 steps, "
-    "observers after 100); tagged slow (~8 min of fine-tuning here)",
+    "observers after 100); tagged slow (three times int8-qat's fine-tuning)",
     ("int8", "trains", "slow")))
 register(Variant(
     "int8-dynamic", DynamicConfig(),
@@ -223,7 +217,7 @@ register(Variant("bf16", HalfConfig("bf16"),
                  needs=(_BF16_NEED,)))
 register(Variant("fp16", HalfConfig("fp16"),
                  "core in float16 (Conv-BN fused), float pre/post-processing; tagged slow: "
-                 "no native fp16 on x86 CPUs (measured 0.07x fp32 here)", ("half", "slow")))
+                 "no native fp16 on x86 CPUs (far slower than fp32)", ("half", "slow")))
 
 # pruning
 for _method in ("l1", "random"):
@@ -278,8 +272,7 @@ register(Variant(
     OnnxRuntimeConfig(quantize=True, source=_STRUCTURED_30),
     "prune-l1-structured-30 (the same fine-tuned model), exported to ONNX and quantized by "
     "ONNX Runtime as onnx-int8: the pruned model through the fastest INT8 runtime measured "
-    "(AMD EPYC, 1 thread, end to end: onnx-int8 4.12x, executorch-xnnpack-int8 3.86x, "
-    "openvino-int8 3.76x)", ("runtime", "pruned", "structured", "int8", "trains")))
+    "when it was added (docs/results/code_decisions/)", ("runtime", "pruned", "structured", "int8", "trains")))
 
 
 

@@ -4,20 +4,20 @@ The ground every measurement stands on (layer 0: imports only torch and the stan
 Nothing here imports ``torch.ao.quantization``: engines are ``torch.backends.quantized``
 settings, and :func:`repair_unpickled` is plain ``nn.Module`` bookkeeping.
 
-Two process-history effects are controlled here, both measured on this project's machine
-(torch 2.14.1, glibc, 1 thread, SSD-Lite MobileNetV2 at 320 px):
+Two process-history effects are controlled here (their measured size:
+docs/results/code_decisions/, "Timing ground rules"):
 
 * **The allocator.** glibc serves each activation over its mmap threshold (128 KiB at first,
   then moved by every free of an mmapped block) with a fresh ``mmap``, so every call takes
   thousands of page faults, or none, depending on which tensors the process freed before: the
-  same fp32 network took 43-49 ms a call with ~5,000 minor faults a call in a fresh process and
-  35 ms with none after one batch-8 call had moved the threshold. :func:`steady_allocator`
-  (called by every timing function of :mod:`navya.metrics.latency`) pins the thresholds with
-  ``mallopt`` so activations are reused from the heap: 35 ms from the first call, 0 faults.
+  same network is markedly slower in a fresh process than after one large call moved the
+  threshold. :func:`steady_allocator` (called by every timing function of
+  :mod:`navya.metrics.latency`) pins the thresholds with ``mallopt`` so activations are reused
+  from the heap: the steady speed from the first call, no faults.
 * **Thread count at the first call.** Eager INT8 convolutions (x86 engine: oneDNN) build and
   cache their kernels at their first call, for the intra-op thread count of that moment: an
-  INT8 network first run with 2 threads then timed with 1 took 13.4 ms against 10.9 ms for a
-  copy first run with 1 thread (and the reverse at 2 threads). Time a fresh
+  INT8 network first run with 2 threads then timed with 1 is slower than a copy first run with
+  1 thread (and the reverse at 2 threads). Time a fresh
   :func:`timing_copy` whose first call runs at the timing thread count, not a model that was
   just evaluated with all cores.
 """

@@ -98,7 +98,8 @@ class Costs:
         A deployment runtime (:class:`~navya.compress.deploy.RuntimeCore`) allocates its
         working memory (arenas, its own copy of the weights) when its session opens and reuses
         it on every call, so a warm call's peak would show only navya's pre- and
-        post-processing (2.46 MB for every runtime variant, measured). For those, the peak is
+        post-processing, the same for every runtime (measured: docs/results/code_decisions/).
+        For those, the peak is
         of the first call of a fresh session: session opening included, an upper bound.
         """
         from navya.compress.deploy import RuntimeCore

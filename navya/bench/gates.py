@@ -42,9 +42,7 @@ class Gates:
 
         A speedup below its floor is judged on the median of ``confirm`` fresh speed runs
         (the first included), as the per-machine speed check is: one run in a noisy spell of
-        the host is not a slower variant (measured: prune-l1-unstructured-10, about 1.00x,
-        gave 0.884 against its floor 0.9 in one run of a busy spell, while its regression
-        check's median of five passed)."""
+        the host is not a slower variant (docs/results/code_decisions/README.md)."""
         if key not in BUDGETS:
             raise KeyError(f"unknown budget key {key!r}; known: {', '.join(BUDGETS)}")
         if variant == self.reference and BUDGETS[key].relative:

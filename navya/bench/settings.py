@@ -18,9 +18,8 @@ from navya.errors import NavyaError
 REFERENCE = "fp32"
 
 #: Fresh speed runs a figure outside its tolerance is judged on (the first one included): the
-#: median of five. Three were not enough: on the recording AMD EPYC an unchanged fp32 gave
-#: pipeline figures 0.942, 0.937, 0.978 back to back (baseline 0.968, runs 0.963-0.978; 8 runs
-#: minutes later 0.967-0.978), a noisy spell of the host that outlasted two runs.
+#: median of five. Three were not enough: a noisy spell of the host can outlast two runs
+#: (docs/results/code_decisions/README.md).
 SPEED_CONFIRM_RUNS = 5
 
 

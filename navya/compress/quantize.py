@@ -22,9 +22,8 @@ The variants built on these transforms (registered by :mod:`navya.catalogue`):
 INT8 engines. An eager quantized model runs with the engine its weights were packed for: the
 transforms set ``model.quantized_engine`` and attach forward hooks to ``core`` that set
 ``torch.backends.quantized.engine`` for the duration of each call and restore it afterwards
-(also when the call raises). The get/set/restore costs about 10 microseconds a call (timeit);
-SSD-Lite at width 1.0, 320 px, one thread: 10.78 ms with the hooks against 10.69 ms without,
-within run-to-run noise, so latency stays honest. Deep-copying or unpickling an INT8 model
+(also when the call raises). The get/set/restore costs microseconds a call, within run-to-run
+noise of a detector's call (measured: docs/results/code_decisions/), so latency stays honest. Deep-copying or unpickling an INT8 model
 re-packs its weights with the engine current at that moment: do it inside
 ``with quantized_engine(model.quantized_engine)`` for a non-default engine (qnnpack). A whole
 pickled INT8 model needs :func:`navya.runtime.repair_unpickled` after ``torch.load``

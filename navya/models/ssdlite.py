@@ -342,12 +342,11 @@ class SSDLite(nn.Module):
         """Softmax, threshold, decode the candidates, NMS per class; boxes scaled back to each
         image's ``(h, w)``.
 
-        Scores are computed class-major (``[N, K, A]``): softmax over a last dimension of
-        ``K`` = 11 classes ran 12x slower than over the transposed layout (0.61 ms against
-        0.05 ms for 3,234 anchors, one thread), and only the candidate boxes above
-        ``score_thresh`` are decoded and clipped (about 100 of 3,234 on the reference model).
-        Post-processing went from 1.0 ms to 0.35 ms an image; the detections are the
-        same up to the order of exactly tied scores.
+        Scores are computed class-major (``[N, K, A]``): a softmax over a short last dimension
+        (the classes) is far slower than over the transposed layout, and only the candidate
+        boxes above ``score_thresh`` are decoded and clipped (a few percent of the anchors on
+        the reference model); the detections are the same up to the order of exactly tied
+        scores (measured: docs/results/code_decisions/, "Post-processing").
         """
         s = self.image_size
         # [N, A, K] -> [N, K, A], softmax over the classes (or sigmoid), background dropped
