@@ -184,6 +184,15 @@ def _float_source(model: nn.Module, config, context: CompressContext) -> nn.Modu
     return out
 
 
+def _begin(model: nn.Module, config, context: CompressContext | None
+           ) -> tuple[CompressContext, nn.Module, dict[str, Any]]:
+    """Every runtime transform's start: the context, the runtime available (else
+    :class:`RuntimeUnavailable`), the float detector to export, and its build info."""
+    context = context or CompressContext()
+    config.unavailable()
+    return context, _float_source(model, config, context), {}
+
+
 def _calibration_inputs(model: nn.Module, config, context: CompressContext) -> list[Tensor]:
     """The preprocessed calibration images (``[1, 3, S, S]`` each) of navya's plan."""
     dataset = _require_data(context, f"INT8 calibration of {type(config).__name__}")
@@ -231,12 +240,9 @@ def export_onnx(core: nn.Module, image_size: int) -> bytes:
 def to_onnxruntime(model: nn.Module, config: OnnxRuntimeConfig,
                    context: CompressContext | None = None) -> nn.Module:
     """The detector with its network exported to ONNX (and quantized by ONNX Runtime)."""
-    context = context or CompressContext()
-    config.unavailable()
-    src = _float_source(model, config, context)
-    s, info = src.image_size, {}
+    context, src, info = _begin(model, config, context)
     t = time.perf_counter()
-    data = export_onnx(src.core, s)
+    data = export_onnx(src.core, src.image_size)
     info["export_s"] = time.perf_counter() - t
     if config.quantize:
         from onnxruntime.quantization import (
@@ -279,7 +285,7 @@ def to_onnxruntime(model: nn.Module, config: OnnxRuntimeConfig,
         info["quantize_s"] = time.perf_counter() - t
         info["calibration_images"] = len(inputs)
     out = src
-    out.core = OnnxRuntimeCore({"model.onnx": data}, image_size=s,
+    out.core = OnnxRuntimeCore({"model.onnx": data}, image_size=src.image_size,
                                precision="int8" if config.quantize else "f32",
                                float_twin=src.core, info=info)
     return out
@@ -330,12 +336,10 @@ def _ort_reduce_range(per_channel: bool) -> tuple[bool, str]:
 def to_openvino(model: nn.Module, config: OpenVINOConfig,
                 context: CompressContext | None = None) -> nn.Module:
     """The detector with its network converted to OpenVINO IR (int8: quantized by NNCF)."""
-    context = context or CompressContext()
-    config.unavailable()
+    context, src, info = _begin(model, config, context)
     import openvino as ov
 
-    src = _float_source(model, config, context)
-    s, info = src.image_size, {}
+    s = src.image_size
     t = time.perf_counter()
     try:
         with warnings.catch_warnings():
@@ -394,13 +398,11 @@ def to_executorch(model: nn.Module, config: ExecuTorchConfig,
                   context: CompressContext | None = None) -> nn.Module:
     """The detector with its network lowered to an ExecuTorch XNNPACK program (int8: PT2E with
     the XNNPACK quantizer first)."""
-    context = context or CompressContext()
-    config.unavailable()
+    context, src, info = _begin(model, config, context)
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
     from executorch.exir import to_edge_transform_and_lower
 
-    src = _float_source(model, config, context)
-    s, info = src.image_size, {}
+    s = src.image_size
     example = (torch.zeros(1, 3, s, s),)
     t = time.perf_counter()
     try:

@@ -189,27 +189,25 @@ def _list(buf: bytes) -> list:
     return out
 
 
+#: AttrValue's fields (tensorflow/core/framework/attr_value.proto) by number: how to decode each
+_ATTR_FIELDS = {
+    1: _list,  # list
+    2: bytes,  # s
+    3: _signed64,  # i
+    4: lambda val: struct.unpack("<f", val)[0],  # f
+    5: bool,  # b
+    6: int,  # type (a DataType enum)
+    7: _shape,  # shape
+    8: _tensor,  # tensor
+    9: lambda val: bytes(val).decode(),  # placeholder
+}
+
+
 def _attr_value(buf: bytes):
     value = None
     for num, _wt, val in _fields(buf):
-        if num == 1:
-            value = _list(val)
-        elif num == 2:
-            value = bytes(val)
-        elif num == 3:
-            value = _signed64(val)
-        elif num == 4:
-            value = struct.unpack("<f", val)[0]
-        elif num == 5:
-            value = bool(val)
-        elif num == 6:
-            value = int(val)
-        elif num == 7:
-            value = _shape(val)
-        elif num == 8:
-            value = _tensor(val)
-        elif num == 9:
-            value = bytes(val).decode()
+        if num in _ATTR_FIELDS:
+            value = _ATTR_FIELDS[num](val)
     return value
 
 
