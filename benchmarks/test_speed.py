@@ -14,15 +14,12 @@ pytestmark = pytest.mark.navya_budget
 
 
 def test_speedup(variant, navya_suite, record_property):
-    bench, name = navya_suite.case(variant)  # the model's engine, the variant's name
-    if name != bench.reference:
-        result = bench.speedup(name)
-        record_property("speedup_ci", (result.ci_low, result.ci_high))
+    for key, value in navya_suite.properties(variant, "speedup_ci").items():
+        record_property(key, value)
     navya_suite.check(variant, "min_speedup")
 
 
 def test_speed_regression(variant, navya_suite, record_property):
     navya_suite.check_speed_baseline(variant)
-    bench, name = navya_suite.case(variant)
-    runs = bench.speed_runs(name, 1)
-    record_property("speed_runs", [round(r.speedup, 4) for r in runs])
+    for key, value in navya_suite.properties(variant, "speed_runs").items():
+        record_property(key, value)

@@ -26,6 +26,7 @@ from pathlib import Path
 
 from navya.errors import NavyaError
 from navya.speed_baselines import speed_tolerance
+from navya.verdicts import CaseId
 
 #: the fewest previous runs a ratio is judged against (fewer: reported, not judged). Measured
 #: (docs/results/history_check): with 3, a spread from three 2-thread runs gave the one false
@@ -71,7 +72,7 @@ class Judgement:
 
     def line(self) -> str:
         group, model, variant = self.key
-        name = f"{model}:{variant}" if model else variant
+        name = str(CaseId(model, variant)) if model else variant
         absolute = ("" if self.median_change is None
                     else f"; absolute median {self.median_s * 1e3:.2f} ms "
                          f"({self.median_change:+.1%} vs the previous run, information only)")
@@ -100,7 +101,8 @@ def read_run(path: str | os.PathLike) -> dict[tuple[str, str, str], Figure]:
         variant = params.get("variant")
         if variant is None or not b.get("stats"):
             continue
-        model, _, name = str(variant).rpartition(":")
+        case = CaseId.parse(variant) if CaseId.SEPARATOR in str(variant) else None
+        model, name = (case.model, case.variant) if case else ("", str(variant))
         model = str((b.get("extra_info") or {}).get("model") or model)
         medians[(str(b.get("group")), model, name)] = float(b["stats"]["median"])
     out = {}

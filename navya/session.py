@@ -218,6 +218,47 @@ class SuiteSession(Selection):
         bench, name = self.case(variant)
         self.outcome(bench.check_baseline(name, update=self.opt("navya_update_baselines")))
 
+    # -- what a benchmark test records beside its verdict --
+
+    def properties(self, variant: str, *names: str) -> dict[str, Any]:
+        """Figures a benchmark test records (``record_property``) beside its verdict:
+        ``map``, ``per_class_drop_points`` (AP drop per class against the reference),
+        ``speedup_ci``, ``speed_runs``, ``rss_mb``, ``net_latency_ms_median``. Those that do
+        not apply (the reference against itself) are left out."""
+        bench, name = self.case(variant)
+        is_ref = name == bench.reference
+        out: dict[str, Any] = {}
+        for key in names:
+            if key == "map":
+                out[key] = bench.map(name)
+            elif key == "per_class_drop_points" and not is_ref:
+                ref, own = bench.class_ap(bench.reference), bench.class_ap(name)
+                out[key] = {c: None if ref[c] is None or own[c] is None
+                            else round((ref[c] - own[c]) * 100, 3) for c in ref}
+            elif key == "speedup_ci" and not is_ref:
+                run = bench.speedup(name)
+                out[key] = (run.ci_low, run.ci_high)
+            elif key == "speed_runs":
+                out[key] = [round(r.speedup, 4) for r in bench.speed_runs(name, 1)]
+            elif key == "rss_mb":
+                out[key] = bench.rss_mb(name)
+            elif key == "net_latency_ms_median":
+                out[key] = bench.net_latency(name).median_ms
+            elif key not in ("per_class_drop_points", "speedup_ci"):
+                raise KeyError(f"unknown property {key!r}")
+        return out
+
+    def timed_call(self, variant: str, threads: int) -> tuple[Any, list, int, dict[str, Any]]:
+        """What pytest-benchmark times for ``variant`` at ``threads``: the model (a copy first
+        called at that thread count), its input, the rounds, and the extra information its
+        JSON keeps (deterministic figures, config, model, threads)."""
+        bench, name = self.case(variant)
+        info = {**bench.deterministic_figures(name), "config": bench.config_dict(name),
+                "model": self.model_of(variant), "threads": threads}
+        return bench.timed_model(name, threads), bench.images, bench.settings.rounds, info
+
+    # -- summary --
+
     def run_notes(self) -> list[str]:
         """Where the run's time went and what it reused: the cache line, the engine's time
         per kind of figure, the suite process's peak RSS."""

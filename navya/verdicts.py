@@ -92,6 +92,11 @@ class CaseId:
         return f"{self.model}{self.SEPARATOR}{self.variant}"
 
     @classmethod
+    def variant_of(cls, text: str) -> str:
+        """The variant of a test's case id: ``model:variant`` or a first model's bare name."""
+        return cls.parse(text).variant if cls.SEPARATOR in str(text) else str(text)
+
+    @classmethod
     def parse(cls, text: str) -> CaseId:
         """``"mobilenet_v2:int8-ptq"`` -> ``CaseId("mobilenet_v2", "int8-ptq")``."""
         model, sep, variant = str(text).partition(cls.SEPARATOR)

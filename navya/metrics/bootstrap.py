@@ -52,10 +52,10 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from navya.metrics._detection_input import _to_numpy
 from navya.metrics.detection import (
     APMethod,
     ClassMatches,
-    _to_numpy,
     average_precision,
     check_pairs,
     evaluate_detections,

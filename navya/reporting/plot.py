@@ -13,7 +13,7 @@ from typing import Any
 from navya._io import atomic_write_bytes
 from navya.reporting.rows import Row, _as_row, fmt_value, number, reference_rows, row_label
 from navya.reporting.tables import _models, fastest_within_budget, runtime_gains
-from navya.verdicts import Status
+from navya.verdicts import CaseId, Status
 
 
 def status_color(status: Any) -> str:
@@ -61,11 +61,10 @@ def runtime_of(row: Mapping[str, Any]) -> str:
     if value:
         return _RUNTIME_NAMES.get(str(value), "other")
     from navya.catalogue import UnknownVariantError, get_variant
-    from navya.verdicts import CaseId
 
     name = row_label(row)
     try:
-        variant = CaseId.parse(name).variant if CaseId.SEPARATOR in name else name
+        variant = CaseId.variant_of(name)
         return _RUNTIME_NAMES.get(get_variant(variant).runtime, "other")
     except (UnknownVariantError, ValueError):
         return "other"
@@ -240,7 +239,7 @@ def tradeoff_figure(rows: Iterable[Row], *, budgets: Mapping[str, Any] | None = 
         xy.append((s, y))
         labels.append(str(i))
         mi = models.index(row.get("model")) + 1
-        name = row_label(row).split(":")[-1]
+        name = CaseId.variant_of(row_label(row))
         table.append(f"{i:>2} {mi if len(models) > 1 else '':>1} {name[:34]:<34} {d:+6.2f} "
                      f"{s:5.2f}x {fmt_value(row.get('size_mb'), digits=2):>6} "
                      f"{_status_label(status) if status else '':<9}" + (" ▼" if far else "")

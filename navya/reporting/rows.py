@@ -221,8 +221,7 @@ def is_reference(row: Mapping[str, Any]) -> bool:
     (a ``model:variant`` case's variant). A summary written before rows had that column: the
     row named ``fp32``, the default reference."""
     name = row_label(row)
-    variant = CaseId.parse(name).variant if CaseId.SEPARATOR in name else name
-    return variant == (row.get("reference") or "fp32")
+    return CaseId.variant_of(name) == (row.get("reference") or "fp32")
 
 
 def reference_rows(rows: Iterable[Mapping[str, Any]]) -> dict[Any, Mapping[str, Any]]:
