@@ -302,42 +302,6 @@ class SuiteSession(Selection):
             why.append(f"tests of {', '.join(left)} did not run")
         return "; ".join(why) or None
 
-    # -- the baseline refresh --
-
-    def refresh(self, exitstatus: int) -> bool:
-        """Write an explicit baseline refresh, all files together, only from a complete and
-        comparable run. False: the refresh was refused (the notes say why; the run fails)."""
-        why = [self.incomplete(exitstatus)]
-        if self.problems:
-            why.append(f"{len(self.problems)} test(s) failed or errored: "
-                       + ", ".join(self.problems[:5]) + (", ..." if len(self.problems) > 5
-                                                         else ""))
-        refusals: dict[str, str] = {}
-        for model, bench in self.benches.items():
-            for key, text in bench.refresh_refusals(
-                    self.model_variants(model), incomplete="; ".join(w for w in why if w) or None,
-                    default_eval_images=DEFAULT_EVAL_IMAGES).items():
-                text = text if len(self.benches) == 1 else f"{model}: {text}"
-                refusals[key] = f"{refusals[key]}; {text}" if key in refusals else text
-        despite = update_despite(self.opt("navya_update_despite"))
-        blocking = {k: v for k, v in refusals.items() if k not in despite}
-        if blocking:
-            self.notes.append(
-                "BASELINE REFRESH REFUSED, nothing written: "
-                + "; ".join(f"{k}: {v}" for k, v in blocking.items())
-                + f". Rerun complete, or refresh anyway with --navya-update-despite "
-                  f"{','.join(blocking)}")
-            for bench in self.benches.values():
-                bench.pending_baselines.clear()
-            return False
-        overridden = sorted(set(refusals) & despite)
-        for bench in self.benches.values():
-            written = bench.commit_baselines()
-            self.notes.append(f"baselines rewritten ({len(written)} files) in "
-                              f"{bench.baselines_dir}"
-                              + (f", despite {', '.join(overridden)}" if overridden else ""))
-        return True
-
 
 # -- reports --
 
@@ -414,4 +378,42 @@ def _has_opt(session: SuiteSession, name: str) -> bool:
         session.config.getoption(name)
     except ValueError:
         return False
+    return True
+
+
+# -- the baseline refresh --
+
+
+def refresh_baselines(session: SuiteSession, exitstatus: int) -> bool:
+    """Write an explicit baseline refresh, all files together, only from a complete and
+    comparable run. False: the refresh was refused (the notes say why; the run fails)."""
+    why = [session.incomplete(exitstatus)]
+    if session.problems:
+        why.append(f"{len(session.problems)} test(s) failed or errored: "
+                   + ", ".join(session.problems[:5]) + (", ..." if len(session.problems) > 5
+                                                     else ""))
+    refusals: dict[str, str] = {}
+    for model, bench in session.benches.items():
+        for key, text in bench.refresh_refusals(
+                session.model_variants(model), incomplete="; ".join(w for w in why if w) or None,
+                default_eval_images=DEFAULT_EVAL_IMAGES).items():
+            text = text if len(session.benches) == 1 else f"{model}: {text}"
+            refusals[key] = f"{refusals[key]}; {text}" if key in refusals else text
+    despite = update_despite(session.opt("navya_update_despite"))
+    blocking = {k: v for k, v in refusals.items() if k not in despite}
+    if blocking:
+        session.notes.append(
+            "BASELINE REFRESH REFUSED, nothing written: "
+            + "; ".join(f"{k}: {v}" for k, v in blocking.items())
+            + f". Rerun complete, or refresh anyway with --navya-update-despite "
+              f"{','.join(blocking)}")
+        for bench in session.benches.values():
+            bench.pending_baselines.clear()
+        return False
+    overridden = sorted(set(refusals) & despite)
+    for bench in session.benches.values():
+        written = bench.commit_baselines()
+        session.notes.append(f"baselines rewritten ({len(written)} files) in "
+                          f"{bench.baselines_dir}"
+                          + (f", despite {', '.join(overridden)}" if overridden else ""))
     return True

@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from navya.session import SuiteSession, write_reports
+from navya.session import SuiteSession, refresh_baselines, write_reports
 from navya.spec import (
     DEFAULT_DATA,
     DEFAULT_EVAL_IMAGES,
@@ -276,7 +276,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     state: SuiteSession | None = session.config.stash.get(STATE_KEY, None)
     if state is None or not state.benches or not state.opt("navya_update_baselines"):
         return
-    if not state.refresh(exitstatus) and session.exitstatus == 0:
+    if not refresh_baselines(state, exitstatus) and session.exitstatus == 0:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
