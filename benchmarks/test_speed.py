@@ -19,6 +19,11 @@ def test_speedup(variant, navya_suite, record_property):
     navya_suite.check(variant, "min_speedup")
 
 
+def test_p95_speedup(variant, navya_suite):
+    """The tail: the variant's 95th-percentile latency against the reference's, same run."""
+    navya_suite.check(variant, "min_p95_speedup")
+
+
 def test_speed_regression(variant, navya_suite, record_property):
     navya_suite.check_speed_baseline(variant)
     for key, value in navya_suite.properties(variant, "speed_runs").items():

@@ -74,6 +74,9 @@ BUDGETS: dict[str, BudgetFigure] = {f.key: f for f in (
                  lambda b, v: b.zip_size_ratio(v), "zip_size_ratio"),
     BudgetFigure("min_speedup", "min", "x", "speedup", ".2f",
                  lambda b, v: b.speedup(v).speedup, "speedup", timed=True),
+    # the tail: p95(reference) / p95(variant) in the median speed run (same ABBA pairs)
+    BudgetFigure("min_p95_speedup", "min", "x", "p95 speedup", ".2f",
+                 lambda b, v: b.speedup(v).a.p95_ms / b.speedup(v).b.p95_ms, timed=True),
     BudgetFigure("max_peak_mem_mb", "max", "MB", "peak memory", ".1f",
                  lambda b, v: b.peak_mem_mb(v), "peak_mem_mb", relative=False),
     BudgetFigure("min_macs_reduction", "min", "fraction", "MACs reduction", ".1%",
