@@ -204,6 +204,15 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("dir", nargs="?", default="reports/latest",
                    help="the run's report folder (default reports/latest)")
     r.set_defaults(func=commands.report)
+    mg = sub.add_parser("merge", help="one run from the report folders of its shards "
+                                      "(pytest benchmarks/ --navya-shard K/N)")
+    mg.add_argument("dirs", nargs="+", metavar="DIR", help="a shard's report folder")
+    mg.add_argument("--out", required=True, help="the merged run's report folder")
+    mg.add_argument("--no-history", action="store_true",
+                    help="do not append the merged rows to each machine's history file (a "
+                         "baseline refresh is never part of a merge: refresh from an "
+                         "unsharded run)")
+    mg.set_defaults(func=commands.merge)
     i = sub.add_parser("import", help="make a navya checkpoint of a detector trained "
                                       "elsewhere").add_subparsers(dest="import_command",
                                                                   required=True)

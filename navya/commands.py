@@ -327,6 +327,21 @@ def report(args: argparse.Namespace) -> int:
     print("wrote " + ", ".join(str(p) for p in paths))
     return 0
 
+def merge(args: argparse.Namespace) -> int:
+    """Exit 0: every case of every shard passed; 1: a case failed or a shard is missing or
+    incomplete; 2 (a MergeError): the folders are not shards of one run."""
+    from navya.sharding import merge_runs
+
+    result = merge_runs(args.dirs, args.out, history=not args.no_history)
+    print("wrote " + ", ".join(str(p) for p in result.paths))
+    if result.incomplete:
+        print(f"INCOMPLETE: {result.incomplete}")
+    if result.failing_cases:
+        print(f"FAILED: {', '.join(result.failing_cases)}")
+    print("merged verdict: " + ("FAIL" if result.failed else "PASS"))
+    return 1 if result.failed else 0
+
+
 def data_check(args: argparse.Namespace) -> int:
     from navya._io import atomic_write_text
     from navya.data.check import check_voc, collect_class_names

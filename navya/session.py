@@ -356,6 +356,10 @@ def _write_page(session: SuiteSession, out_dir: Path, rows: list[dict], budgets:
               "machine": machine, "machine_slug": slug, "models": models,
               "verdicts": verdicts, "budgets": budgets, "notes": list(session.notes),
               "history_path": str(history),
+              "case_seconds": _case_seconds(session),
+              **({"shard": {"k": part[0], "n": part[1], "cases": list(session.owned),
+                            "all_cases": list(session.all_cases)}}
+                 if (part := session.shard()) else {}),
               "benchmark_json": _abs(session, getattr(bench_json, "name", bench_json))}
     run = write_run(out_dir, record, page_names(bool(incomplete))["run"])
     if not incomplete:  # a complete set replaces an incomplete one
@@ -417,3 +421,14 @@ def refresh_baselines(session: SuiteSession, exitstatus: int) -> bool:
                           f"{bench.baselines_dir}"
                           + (f", despite {', '.join(overridden)}" if overridden else ""))
     return True
+
+
+def _case_seconds(session: SuiteSession) -> dict[str, float]:
+    """Seconds the engine spent on each case (building, evaluating, timing): what the next
+    sharded run balances its shards by (:func:`navya.sharding.assign`)."""
+    out: dict[str, float] = {}
+    for model, bench in session.benches.items():
+        for (_fig, variant), seconds in bench.timings.items():
+            case = session.case_id(model, variant)
+            out[case] = round(out.get(case, 0.0) + seconds, 3)
+    return out

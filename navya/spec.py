@@ -18,7 +18,7 @@ from navya.errors import NavyaError
 from navya.verdicts import CaseId
 
 __all__ = ["DEFAULT_DATA", "DEFAULT_EVAL_IMAGES", "UPDATE_OVERRIDES", "Selection", "SpecError",
-           "check_inputs", "parse_slowdowns", "thread_counts", "update_despite"]
+           "check_inputs", "check_options", "parse_slowdowns", "thread_counts", "update_despite"]
 
 DEFAULT_DATA = "data/synth"  # relative to the rootdir; generated on first use
 DEFAULT_EVAL_IMAGES = 500
@@ -82,6 +82,29 @@ def thread_counts(spec: str) -> list[int]:
 
 
 
+def check_options(opt: Callable[[str], Any]) -> None:
+    """The option values of a run, each checked before anything is collected or built
+    (a :class:`SpecError` names the option)."""
+    parse_slowdowns(opt("navya_inject_slowdown"))  # a bad spec: usage error now
+    record = opt("navya_record_speed")
+    if record and record < 3:
+        raise SpecError(f"--navya-record-speed: at least 3 runs give a spread, got {record}")
+    for option, low in (("eval_images", 1), ("rounds", 3), ("speed_rounds", 3)):
+        value = opt(f"navya_{option}")
+        if value < low:
+            raise SpecError(f"--navya-{option.replace('_', '-')}: must be >= {low}, got "
+                            f"{value}")
+    confirm = opt("navya_speed_confirm")
+    if confirm is not None and (confirm < 1 or confirm % 2 == 0):
+        raise SpecError(f"--navya-speed-confirm: an odd number of runs >= 1 (the median is "
+                        f"one of them), got {confirm}")
+    thread_counts(opt("navya_threads"))  # a bad spec: usage error now
+    update_despite(opt("navya_update_despite"))
+    if opt("navya_shard") and opt("navya_update_baselines"):
+        raise SpecError("--navya-update-baselines refreshes from a complete run, and a shard "
+                        "is part of one: refresh from an unsharded run")
+
+
 class Selection:
     """The models, variants and cases of one run. ``opt(name)``: an option's value (pytest's
     ``config.getoption``); ``notes``: where to say what is left out and why;
@@ -101,6 +124,9 @@ class Selection:
         #: case id -> (model, variant), in run order (see cases)
         self._cases: dict[str, tuple[str, str]] | None = None
         self._project_variants: list[str] = []
+        #: every case of the run, and those this shard reports (all without --navya-shard)
+        self.all_cases: list[str] = []
+        self.owned: list[str] = []
 
     def _path_opt(self, name: str, default: str) -> Path:
         value = self.opt(name)
@@ -263,8 +289,42 @@ class Selection:
             models = self.selected_models()
             cases = {self.case_id(model, variant): (model, variant)
                      for model in models for variant in self.model_variants(model)}
+            self.all_cases = list(cases)
+            self.owned = list(cases)
+            part = self.shard()
+            if part is not None:
+                keep, self.owned = self._shard_cases(part, models)
+                cases = {c: cases[c] for c in keep}
             self._cases = cases
         return list(self._cases)
+
+    def shard(self) -> tuple[int, int] | None:
+        """``--navya-shard K/N`` as ``(K, N)``; None: the whole run."""
+        from navya.sharding import MergeError, parse_shard
+
+        spec = self.opt("navya_shard")
+        if not spec:
+            return None
+        try:
+            return parse_shard(spec)
+        except MergeError as exc:
+            raise SpecError(str(exc)) from None
+
+    def _shard_cases(self, part: tuple[int, int], models: list[str]
+                     ) -> tuple[list[str], list[str]]:
+        """This shard's cases (each model's reference in every shard: the others are measured
+        against it) and the cases it owns (reports; the references: shard 1), balanced by the
+        seconds each case took in the run of ``--navya-shard-costs``."""
+        from navya.bench import REFERENCE
+        from navya.sharding import assign, costs_from_run
+
+        k, n = part
+        always = {self.case_id(m, REFERENCE) for m in models
+                  if REFERENCE in self.model_variants(m)}
+        costs_file = self.opt("navya_shard_costs") or Path(self.opt("navya_report_dir"),
+                                                            "run.json")
+        keep = assign(self.all_cases, n, costs_from_run(costs_file), always=always)[k - 1]
+        return keep, [c for c in keep if c not in always or k == 1]
 
     def model_of(self, case_id: str) -> str:
         """The model of a case id."""

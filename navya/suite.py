@@ -29,9 +29,9 @@ from navya.spec import (
     UPDATE_OVERRIDES,
     SpecError,
     check_inputs,
+    check_options,
     parse_slowdowns,
     thread_counts,
-    update_despite,
 )
 
 __all__ = ["UPDATE_OVERRIDES", "SuiteSession", "parse_slowdowns"]
@@ -118,6 +118,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g.addoption("--navya-remeasure", action="store_true",
                 help="time and measure memory afresh even where the cache holds figures "
                      "measured on the same inputs in an earlier passing run")
+    g.addoption("--navya-shard", default=None, metavar="K/N",
+                help="run shard K of N of the (model, variant) cases (each model's fp32 in "
+                     "every shard); `navya merge` joins the shards' report folders")
+    g.addoption("--navya-shard-costs", default=None, metavar="RUN_JSON",
+                help="balance the shards by the seconds each case took in this run.json "
+                     "(default: the report folder's; none: a stable hash)")
     g.addoption("--navya-inject-slowdown", default=None, metavar="SPEC",
                 help="gate self-test: make the timed models slower, e.g. "
                      "'int8-ptq:network:0.10' or 'postprocess:0.05' (comma-separated)")
@@ -132,21 +138,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def _configure(config: pytest.Config) -> None:
-    parse_slowdowns(config.getoption("navya_inject_slowdown"))  # a bad spec: usage error now
-    record = config.getoption("navya_record_speed")
-    if record and record < 3:
-        raise SpecError(f"--navya-record-speed: at least 3 runs give a spread, got {record}")
-    for option, low in (("eval_images", 1), ("rounds", 3), ("speed_rounds", 3)):
-        value = config.getoption(f"navya_{option}")
-        if value < low:
-            raise SpecError(f"--navya-{option.replace('_', '-')}: must be >= {low}, got "
-                            f"{value}")
-    confirm = config.getoption("navya_speed_confirm")
-    if confirm is not None and (confirm < 1 or confirm % 2 == 0):
-        raise SpecError(f"--navya-speed-confirm: an odd number of runs >= 1 (the median is "
-                        f"one of them), got {confirm}")
-    thread_counts(config.getoption("navya_threads"))  # a bad spec: usage error now
-    update_despite(config.getoption("navya_update_despite"))
+    check_options(config.getoption)  # a bad value: a usage error before anything runs
     session = SuiteSession(config)
     config.stash[STATE_KEY] = session
     session.register_project_variants()
