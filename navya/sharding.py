@@ -27,9 +27,16 @@ from pathlib import Path
 from typing import Any
 
 from navya.errors import NavyaError
-from navya.reporting.page import RUN_FILE, append_history, read_run, write_html_report, write_run
+from navya.reporting.page import (
+    RUN_FILE,
+    append_history,
+    page_names,
+    read_run,
+    write_html_report,
+    write_run,
+)
 from navya.reporting.rows import read_csv
-from navya.reporting.summary import write_summary
+from navya.reporting.summary import report_names, write_summary
 from navya.verdicts import Outcome, Status
 
 __all__ = ["MergeError", "MergeResult", "assign", "costs_from_run", "merge_runs", "parse_shard"]
@@ -114,19 +121,34 @@ class MergeResult:
 
 
 def _read_shard(folder: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    run = folder / RUN_FILE
+    """A shard folder's last run: its ``run.INCOMPLETE.json`` where its last run was
+    interrupted (a complete run removes that file; the complete ``run.json`` beside it is an
+    earlier run's, stale), else its ``run.json``."""
+    run, summary = folder / page_names(True)["run"], folder / report_names(True)["csv"]
+    interrupted = run.is_file()
+    if not interrupted:
+        run, summary = folder / RUN_FILE, folder / report_names(False)["csv"]
     if not run.is_file():
-        raise MergeError(f"{folder}: no {RUN_FILE} (not a complete shard's report folder; an "
-                         "interrupted shard writes run.INCOMPLETE.json, rerun it)")
+        raise MergeError(f"{folder}: no {RUN_FILE} (not a shard's report folder: "
+                         "`pytest benchmarks/ --navya-shard K/N --navya-report-dir DIR` "
+                         "writes one)")
     record = read_run(run)
     shard = record.get("shard")
     if not isinstance(shard, Mapping) or not {"k", "n", "cases", "all_cases"} <= set(shard):
         raise MergeError(f"{run}: not a shard's run (no shard field: run it with "
                          "--navya-shard K/N)")
+    k, n = shard["k"], shard["n"]
+    if (not all(isinstance(x, int) and not isinstance(x, bool) for x in (k, n))
+            or not 1 <= k <= n
+            or not all(isinstance(c, str) for c in [*shard["cases"], *shard["all_cases"]])):
+        raise MergeError(f"{run}: a malformed shard field ({dict(shard)!r}: k and n whole "
+                         "numbers, 1 <= k <= n, cases and all_cases lists of case ids)")
+    if interrupted:
+        record["incomplete"] = record.get("incomplete") or "interrupted"
     try:
-        rows = read_csv(folder / "summary.csv")
+        rows = read_csv(summary) if summary.is_file() or not interrupted else []
     except (OSError, ValueError) as exc:
-        raise MergeError(f"{folder / 'summary.csv'}: {exc}") from None
+        raise MergeError(f"{summary}: {exc}") from None
     return record, rows
 
 
@@ -145,6 +167,8 @@ def merge_runs(folders: Iterable[str | Path], out_dir: str | Path, *,
     if not folders:
         raise MergeError("no shard folders to merge")
     shards = [(f, *_read_shard(f)) for f in folders]
+    # shard 1 first, whatever the order given: the merged run's created/machine are its
+    shards.sort(key=lambda s: s[1]["shard"]["k"])
     first_dir, first, _ = shards[0]
     n = first["shard"]["n"]
     by_k: dict[int, Path] = {}
@@ -172,12 +196,15 @@ def merge_runs(folders: Iterable[str | Path], out_dir: str | Path, *,
             owner[case] = record["shard"]["k"]
     order = list(first["shard"]["all_cases"])
     missing = sorted(set(range(1, n + 1)) - set(by_k))
+    lost = [c for c in order if c not in owner]
+    named = f"{len(lost)} case(s) not measured ({', '.join(lost[:8])}" + (
+        ", ..." if len(lost) > 8 else "") + ")"
     why = []
     if missing:
-        lost = [c for c in order if c not in owner]
-        why.append(f"shard(s) {', '.join(f'{k}/{n}' for k in missing)} missing: "
-                   f"{len(lost)} case(s) not measured ({', '.join(lost[:8])}"
-                   + (", ..." if len(lost) > 8 else "") + ")")
+        why.append(f"shard(s) {', '.join(f'{k}/{n}' for k in missing)} missing: {named}")
+    elif lost:  # every shard there, yet no owner: shards of different splits
+        why.append(f"{named} by any shard: the shards split the cases differently (balanced "
+                   "by different --navya-shard-costs files? give every shard the same one)")
     why += [f"shard {r['shard']['k']}/{n} incomplete: {r['incomplete']}"
             for _f, r, _rows in shards if r.get("incomplete")]
     incomplete = "; ".join(why) or None
@@ -225,9 +252,11 @@ def merge_runs(folders: Iterable[str | Path], out_dir: str | Path, *,
               "case_seconds": {c: s for _f, r, _rows in shards
                                for c, s in (r.get("case_seconds") or {}).items()
                                if c in r["shard"]["cases"]}}
-    run_name = "run.INCOMPLETE.json" if incomplete else RUN_FILE
-    paths.append(write_run(out, record, run_name))
+    paths.append(write_run(out, record, page_names(bool(incomplete))["run"]))
     paths += write_html_report(out, rows, record)
+    if not incomplete:  # a complete merge replaces an earlier incomplete one's page
+        for name in page_names(True).values():
+            (out / name).unlink(missing_ok=True)
     failing = sorted({c for c, checks in verdicts.items()
                       if any(Outcome.parse(v["outcome"]).failed for v in checks.values())}
                      | {r["name"] for r in rows if _failed(r)})
