@@ -10,6 +10,7 @@ import sys
 from collections.abc import Sequence
 
 from navya import commands
+from navya.commands import CLIError  # noqa: F401 - the command line's own error, navya.cli.CLIError
 from navya.errors import NavyaError
 from navya.models.checkpoint import DEFAULT_CHECKPOINT
 
@@ -94,6 +95,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "name and shape is loaded; other classes get fresh classification heads")
     t.add_argument("--backbone-weights", default=None, metavar="FILE|NAME",
                    help="ImageNet backbone weights: a state dict file in torchvision's layout, "
+                        "a TFLite MobileNetV2 1.0 classifier (.tflite), 'imagenet' (the "
+                        "quantized MobileNetV2 classifier beside the checkout: "
+                        "$NAVYA_IMAGENET_WEIGHTS or ../shared/weights/), "
                         "or a torchvision weights name (MobileNet_V2_Weights.IMAGENET1K_V1, "
                         "MobileNet_V3_Large_Weights.IMAGENET1K_V1; downloaded by torchvision)")
     t.add_argument("--freeze-backbone", type=int, default=0, metavar="N",

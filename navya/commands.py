@@ -51,6 +51,7 @@ def train(args: argparse.Namespace) -> int:
     from navya.models import build_model, load_checkpoint, save_checkpoint
     from navya.models.checkpoint import sha256_file
     from navya.models.init import (
+        backbone_bn_eps,
         load_matching,
         resolve_backbone_weights,
         torchvision_backbone_state,
@@ -80,7 +81,8 @@ def train(args: argparse.Namespace) -> int:
         model = build_model(args.arch, len(names) + 1, width_mult=args.width,
                             image_size=args.image_size)
         if args.backbone_weights:
-            state, origin = resolve_backbone_weights(args.backbone_weights)
+            state, origin = resolve_backbone_weights(args.backbone_weights,
+                                                     bn_eps=backbone_bn_eps(model))
             report = load_matching(model, torchvision_backbone_state(model, state),
                                    str(args.backbone_weights), scope="core.backbone.")
             init = {**origin, **report.as_dict()}

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from navya import cli
+from navya import cli, commands
 from navya.analysis.sweep import ratios_from_percent
 from navya.budgets import BaselineError, BudgetError
 from navya.catalogue import UnknownVariantError
@@ -30,7 +30,7 @@ def test_cli_prints_a_navya_error_as_one_line(monkeypatch, capsys):
     def fail(args):
         ratios_from_percent("x")  # a PruningError
 
-    monkeypatch.setattr(cli, "_evaluate", fail)
+    monkeypatch.setattr(commands, "evaluate", fail)
     assert cli.main(["evaluate", "--data", "unused"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("navya: error: ratios are percents") and len(err.splitlines()) == 1
@@ -40,6 +40,6 @@ def test_cli_lets_other_exceptions_raise(monkeypatch):
     def bug(args):
         raise ValueError("a bug, not a user error")
 
-    monkeypatch.setattr(cli, "_evaluate", bug)
+    monkeypatch.setattr(commands, "evaluate", bug)
     with pytest.raises(ValueError, match="a bug"):
         cli.main(["evaluate", "--data", "unused"])

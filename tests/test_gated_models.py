@@ -142,6 +142,7 @@ max_map_drop_points = 100
 """
 
 
+@pytest.mark.slow  # two pytester suite runs (~27 s): `pytest tests/ -m slow`; .ci/run runs it
 def test_a_model_with_its_own_photos_classes_and_intervals(pytester, two_models, monkeypatch,
                                                              tmp_path):
     """A gated model that brings its own data set (a named real set, found through its

@@ -214,6 +214,7 @@ def test_no_speed_baseline_is_loud_and_floors_still_apply(gate, pytester):
     assert "record one on this machine with `pytest benchmarks/ --navya-record-speed 10`" in out
 
 
+@pytest.mark.slow  # three pytester suite runs with speed workers (~50 s): `pytest tests/ -m slow`; .ci/run runs it
 def test_recorded_baseline_passes_unchanged_and_catches_an_injected_slowdown(gate, pytester):
     only_fused = ("-k", "speed_regression and fp32-fused")
     recorded = gate("--navya-record-speed", "3", *only_fused)

@@ -9,10 +9,13 @@
   detector's backbone (``core.backbone.stage1/stage2....``). The map is built from the modules
   themselves: navya's backbone is torchvision's ``features`` cut at the stride-16 expansion, so
   a fresh torchvision model and its cut share their tensors.
-- :func:`resolve_backbone_weights`: a local ``.pt``/``.pth`` state dict, or a torchvision weights
-  name (``MobileNet_V2_Weights.IMAGENET1K_V1``) resolved through torchvision's weights API (a
-  machine with internet downloads and caches it as torchvision does; without, the error says
-  so and names the file to download).
+- :func:`resolve_backbone_weights`: a local ``.pt``/``.pth`` state dict; a ``.tflite`` MobileNetV2
+  1.0 ImageNet classifier (uint8/int8 or float; dequantized, its folded batch norm mapped, by
+  :mod:`navya.models.tflite`); ``imagenet``, the quantized MobileNetV2 classifier that lives beside
+  the checkout (``$NAVYA_IMAGENET_WEIGHTS``, else ``../shared/weights/``; the error says where to
+  get it); or a torchvision weights name (``MobileNet_V2_Weights.IMAGENET1K_V1``) resolved
+  through torchvision's weights API (a machine with internet downloads and caches it as
+  torchvision does; without, the error says so and names the file to download).
 
 Known differences: navya's MobileNetV2 uses ReLU where torchvision's uses ReLU6 (quantization
 fuses Conv-BN-ReLU), so ImageNet V2 weights start a slightly different function; navya's V3 uses
@@ -33,8 +36,8 @@ from torch import nn
 from navya.errors import NavyaError
 from navya.models.checkpoint import sha256_file
 
-__all__ = ["InitError", "InitReport", "load_matching", "resolve_backbone_weights",
-           "torchvision_backbone_state"]
+__all__ = ["InitError", "InitReport", "backbone_bn_eps", "imagenet_weights_path", "load_matching",
+           "resolve_backbone_weights", "torchvision_backbone_state"]
 
 #: Below this fraction of the model's parameters (by count) loaded, loading refuses.
 MIN_LOADED_FRACTION = 0.3
@@ -151,12 +154,70 @@ def torchvision_backbone_state(model: nn.Module, state: dict[str, torch.Tensor]
     return {rename[k]: v for k, v in state.items() if k in rename}
 
 
-def resolve_backbone_weights(spec: str | os.PathLike) -> tuple[dict[str, torch.Tensor],
-                                                               dict[str, Any]]:
+def backbone_bn_eps(model: nn.Module) -> float:
+    """The eps of the first ``BatchNorm2d`` of ``model``'s backbone (navya's detectors: 1e-3),
+    for :func:`resolve_backbone_weights`'s ``bn_eps``; torchvision's 1e-5 where it has none."""
+    from navya.models.tflite import TORCHVISION_BN_EPS
+
+    backbone = getattr(getattr(model, "core", model), "backbone", model)
+    return next((m.eps for m in backbone.modules() if isinstance(m, nn.BatchNorm2d)),
+                TORCHVISION_BN_EPS)
+
+
+def imagenet_weights_path(root: str | os.PathLike | None = None) -> Path:
+    """Where ``imagenet`` (:data:`navya.models.tflite.IMAGENET`) is: ``$NAVYA_IMAGENET_WEIGHTS``,
+    else ``<root>/../shared/weights/mobilenet_v2_1.0_224_quant.tflite`` (``root``: the checkout,
+    by default this package's). Raises :class:`InitError` saying which file to put where, and
+    where to get it, when it is not there or is another file."""
+    from navya.models.tflite import IMAGENET as src
+
+    value = os.environ.get(src.env, "").strip()
+    root = Path(root) if root is not None else Path(__file__).resolve().parents[2]
+    path = Path(value) if value else root.parent / src.default
+    where = (f"{src.env}={value}" if value else
+             f"{path} ({src.env} is unset; it names the file elsewhere)")
+    get = (f"the file {src.file} of the public GitHub repository {src.repository} (commit "
+           f"{src.commit}, {src.licence}: put its LICENSE beside it), sha256 {src.sha256}")
+    if not path.is_file():
+        raise InitError(f"the ImageNet backbone weights 'imagenet' are not at {where}: put "
+                        f"there {get} (README, 'ImageNet backbone weights')")
+    digest = sha256_file(path)
+    if digest != src.sha256:
+        raise InitError(f"{path}: sha256 {digest}, but 'imagenet' names {get}; to start from "
+                        "another file, pass its path to --backbone-weights instead")
+    return path
+
+
+def _tflite_weights(path: Path, bn_eps: float) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    from navya.models.tflite import TFLiteError, read_mobilenet_v2
+
+    if not path.is_file():
+        raise InitError(f"{path}: backbone weights file not found")
+    try:
+        weights = read_mobilenet_v2(path, bn_eps=bn_eps)
+    except TFLiteError as exc:
+        raise InitError(str(exc)) from exc
+    return weights.state, {"file": str(path), "sha256": sha256_file(path), "format": "tflite"}
+
+
+def resolve_backbone_weights(spec: str | os.PathLike, *, bn_eps: float | None = None
+                             ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """The state dict named by ``spec`` and where it came from: a file (``{"file": path,
-    "sha256": ...}``) or a torchvision weights name such as
-    ``MobileNet_V2_Weights.IMAGENET1K_V1`` (``{"torchvision_weights": name, "url": ...}``)."""
+    "sha256": ...}``, with ``"format": "tflite"`` for a ``.tflite`` classifier), ``imagenet``
+    (the ``.tflite`` file of :func:`imagenet_weights_path`), or a torchvision weights name such
+    as ``MobileNet_V2_Weights.IMAGENET1K_V1`` (``{"torchvision_weights": name, "url": ...}``).
+
+    ``bn_eps``: the eps of the model's ``BatchNorm2d`` (:func:`backbone_bn_eps`); a ``.tflite``
+    file's batch norm is folded, and its ``BatchNorm2d`` layers are made exact identities for
+    this eps (default: torchvision's 1e-5). Other sources hold real statistics and ignore it."""
+    from navya.models.tflite import TORCHVISION_BN_EPS
+
+    eps = TORCHVISION_BN_EPS if bn_eps is None else bn_eps
+    if str(spec) == "imagenet":
+        return _tflite_weights(imagenet_weights_path(), eps)
     path = Path(spec)
+    if path.suffix == ".tflite":
+        return _tflite_weights(path, eps)
     if path.suffix in (".pt", ".pth", ".bin") or path.exists():
         if not path.is_file():
             raise InitError(f"{path}: backbone weights file not found")
@@ -176,7 +237,7 @@ def resolve_backbone_weights(spec: str | os.PathLike) -> tuple[dict[str, torch.T
         weights = get_weight(str(spec))
     except (ValueError, KeyError, AttributeError) as exc:
         raise InitError(f"{spec!r} is neither a file nor a torchvision weights name (e.g. "
-                        f"MobileNet_V2_Weights.IMAGENET1K_V1): {exc}") from None
+                        f"MobileNet_V2_Weights.IMAGENET1K_V1), nor 'imagenet': {exc}") from None
     try:
         state = weights.get_state_dict(progress=True, check_hash=True)
     except Exception as exc:  # noqa: BLE001 - no network, a proxy, a bad download
