@@ -54,8 +54,6 @@ DEFAULT_TOLERANCES: dict[str, float] = {
     "params_rel": 0.0,  # parameter counts, relative (exact)
 }
 
-# baseline field -> tolerance key (navya.figures declares them)
-BASELINE_FIELDS = BASELINE_FIGURES
 #: What a baseline's figures depend on: a baseline whose provenance differs in any of these is
 #: not comparable (another checkpoint, data set, split, image count, variant config or, for a
 #: variant whose figures depend on the CPU's kernels, CPU class).
@@ -373,7 +371,7 @@ def _is_number(value: Any) -> bool:
 def read_baseline(path: str | os.PathLike, variant: str | None = None) -> dict | None:
     """The baseline at ``path``, or None when there is none. A broken file is a
     :class:`BaselineError` naming the file and the key: invalid JSON, a missing section or
-    guarded figure (every key of :data:`BASELINE_FIELDS`, ``map_voc07`` and ``ap``), a value
+    guarded figure (every key of :data:`BASELINE_FIGURES`, ``map_voc07`` and ``ap``), a value
     of the wrong type, or (with ``variant``) a file of another variant. (A provenance that
     lacks a field of :data:`PROVENANCE_FIELDS` makes the baseline not comparable, loudly.)"""
     path = Path(path)
@@ -392,7 +390,7 @@ def read_baseline(path: str | os.PathLike, variant: str | None = None) -> dict |
         raise BaselineError(f"{path}: baseline of variant {data.get('variant')!r}, expected "
                             f"{variant!r}; {fix}")
     figures = data["figures"]
-    for key in (*BASELINE_FIELDS, "map_voc07"):
+    for key in (*BASELINE_FIGURES, "map_voc07"):
         if key not in figures:
             raise BaselineError(f"{path}: baseline lacks the guarded figure figures.{key}; "
                                 f"{fix}")
@@ -435,7 +433,7 @@ def compare_baseline(variant: str, baseline: Mapping, figures: Mapping[str, Any]
     """Deviations of ``figures`` from ``baseline['figures']`` beyond ``tolerances``."""
     old = baseline["figures"]
     out = []
-    for name, tol_key in BASELINE_FIELDS.items():
+    for name, tol_key in BASELINE_FIGURES.items():
         if name not in old or name not in figures:
             continue
         kind = "rel" if tol_key.endswith("_rel") else "abs"

@@ -4,8 +4,8 @@ Torch-free (layer 0): the engine, the budgets, the reports and the pytest plugin
 tables; none of them declares a figure of its own.
 
 - :data:`BUDGETS`: every figure a budget can limit (``benchmarks/budgets.toml``). Per figure:
-  its budget key, the row column that shows it, the direction of the limit, the meaningful
-  range of a limit, its unit and label, its format, and how the engine measures it
+  its budget key, the direction of the limit, the meaningful
+  range of a limit, its unit and label, its format (the reports show it with them), and how the engine measures it
   (``measure(bench, variant) -> float``; ``bench`` is a :class:`navya.bench.Bench`).
 - :data:`BASELINE_FIGURES`: the deterministic figures a committed baseline holds, each with
   its tolerance key (:data:`navya.budgets.DEFAULT_TOLERANCES`).
@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 __all__ = ["AP_PREFIX", "BASELINE_FIGURES", "BUDGETS", "BUDGET_KEYS", "RUNTIME_PAIRS",
-           "SAME_RUN_FIELDS", "SAME_RUN_TEXT_FIELDS", "BudgetFigure"]
+           "SAME_RUN_FIELDS", "SAME_RUN_TEXT_FIELDS", "BudgetFigure", "format_value"]
 
 #: the prefix of a row's per-class AP columns (``ap_<class>``): the one definition
 AP_PREFIX = "ap_"
@@ -35,8 +35,8 @@ class BudgetFigure:
     """A figure a budget limits. ``direction``: ``"max"`` (the figure must stay at or below
     the limit) or ``"min"``. ``low``/``high`` and their ``*_ok`` flags: the meaningful range
     of a limit (a limit outside it is a budgets-file error). ``measure``: how the engine
-    measures it. ``column``: the row column that shows it (None: the figure has no column of
-    its own, its verdict message carries it)."""
+    measures it. ``unit``, ``label`` and ``fmt``: how the reports show a measured value and a
+    limit (:func:`format_value`)."""
 
     key: str
     direction: str
@@ -44,7 +44,6 @@ class BudgetFigure:
     label: str
     fmt: str
     measure: Callable[[Any, str], float]
-    column: str | None = None
     low: float = 0.0
     low_ok: bool = False
     high: float = math.inf
@@ -54,6 +53,14 @@ class BudgetFigure:
     #: a speed figure, from the speed runs: a value on the wrong side of its limit is judged
     #: again on the median run of ``confirm`` fresh runs (one noisy run is not a regression)
     timed: bool = False
+
+    def format(self, value: float) -> str:
+        """A value of this figure as the reports show it (``2.84x``, ``0.08 points``,
+        ``12.3 MB``, ``45.0%``)."""
+        text = f"{value:{self.fmt}}"
+        if self.unit in ("x", "fraction"):
+            return text + ("x" if self.unit == "x" else "")
+        return f"{text}\u00a0{self.unit}"  # no break between a number and its unit
 
     def __post_init__(self) -> None:
         if self.direction not in ("max", "min"):
@@ -66,23 +73,32 @@ class BudgetFigure:
 #: Every budgeted figure, in the order a report shows them.
 BUDGETS: dict[str, BudgetFigure] = {f.key: f for f in (
     BudgetFigure("max_map_drop_points", "max", "points", "mAP drop", "+.2f",
-                 lambda b, v: b.map_drop_points(v), "map_drop_points",
+                 lambda b, v: b.map_drop_points(v),
                  low=0.0, low_ok=True, high=100.0, high_ok=True),
     BudgetFigure("min_size_ratio", "min", "x", "size ratio", ".2f",
-                 lambda b, v: b.size_ratio(v), "size_ratio"),
+                 lambda b, v: b.size_ratio(v)),
     BudgetFigure("min_zip_size_ratio", "min", "x", "zipped size ratio", ".2f",
-                 lambda b, v: b.zip_size_ratio(v), "zip_size_ratio"),
+                 lambda b, v: b.zip_size_ratio(v)),
     BudgetFigure("min_speedup", "min", "x", "speedup", ".2f",
-                 lambda b, v: b.speedup(v).speedup, "speedup", timed=True),
+                 lambda b, v: b.speedup(v).speedup, timed=True),
     # the tail: p95(reference) / p95(variant) in the median speed run (same ABBA pairs)
     BudgetFigure("min_p95_speedup", "min", "x", "p95 speedup", ".2f",
                  lambda b, v: b.speedup(v).a.p95_ms / b.speedup(v).b.p95_ms, timed=True),
     BudgetFigure("max_peak_mem_mb", "max", "MB", "peak memory", ".1f",
-                 lambda b, v: b.peak_mem_mb(v), "peak_mem_mb", relative=False),
+                 lambda b, v: b.peak_mem_mb(v), relative=False),
     BudgetFigure("min_macs_reduction", "min", "fraction", "MACs reduction", ".1%",
-                 lambda b, v: b.macs_reduction(v), "macs_reduction",
+                 lambda b, v: b.macs_reduction(v),
                  low=0.0, low_ok=True, high=1.0, high_ok=False),
 )}
+
+def format_value(key: str, value: float | None) -> str | None:
+    """``value`` of budget figure ``key`` as the reports show it; None for another key or no
+    value (the caller formats it its own way)."""
+    figure = BUDGETS.get(key)
+    if figure is None or not isinstance(value, int | float) or isinstance(value, bool):
+        return None
+    return figure.format(float(value))
+
 
 #: budget key -> direction, in table order (what ``budgets.toml`` may hold)
 BUDGET_KEYS: dict[str, str] = {k: f.direction for k, f in BUDGETS.items()}

@@ -34,7 +34,7 @@ from typing import Any
 
 from navya._io import atomic_write_text
 from navya.errors import NavyaError
-from navya.figures import AP_PREFIX
+from navya.figures import AP_PREFIX, BUDGETS, format_value
 from navya.reporting.plot import tradeoff_figure
 from navya.reporting.rows import number, read_csv, reference_rows, row_label
 from navya.reporting.summary import report_names
@@ -172,6 +172,12 @@ def _fmt(value: Any, digits: int = 4) -> str:
     return "–" if x is None else f"{x:.{digits}g}"
 
 
+def _value(verdict: Mapping[str, Any], field: str) -> str:
+    """A verdict's measured value or limit: with its figure's format and unit
+    (:data:`navya.figures.BUDGETS`), else four significant digits."""
+    return format_value(verdict["key"], verdict.get(field)) or _fmt(verdict.get(field))
+
+
 def _outcome_class(outcome: Outcome) -> str:
     return {Outcome.FAIL: "fail", Outcome.ERROR: "error", Outcome.PASS: "pass",
             Outcome.UPDATED: "pass"}.get(outcome, "skip")
@@ -212,7 +218,7 @@ def verdicts_markdown(rows: Sequence[Mapping[str, Any]], record: Mapping[str, An
             continue  # a long run lists what did not pass; the page has everything
         msg = str(v["message"]).replace("|", "\\|").replace("\n", " ")
         out.append(f"| {v['outcome'].value.upper()} | {v['case']} | {v['key']} | "
-                   f"{_fmt(v['measured'])} | {_fmt(v['limit'])} | {msg[:300]} |")
+                   f"{_value(v, 'measured')} | {_value(v, 'limit')} | {msg[:300]} |")
     return "\n".join(out) + "\n"
 
 
@@ -334,7 +340,8 @@ def _matrix(verdicts: Sequence[Mapping[str, Any]], rows: Sequence[Mapping[str, A
                                                 for x in grid[c].values()),
                                         position.get(c, len(position))))
     symbol = {Outcome.PASS: "✓", Outcome.UPDATED: "✓", Outcome.FAIL: "✗", Outcome.ERROR: "!"}
-    head = "".join(f"<th>{_e(k)}</th>" for k in keys)
+    head = "".join(f"<th title='{_e(BUDGETS[k].label if k in BUDGETS else k)}'>{_e(k)}</th>"
+                   for k in keys)
     body = []
     for case in order:
         tds = []
@@ -414,7 +421,7 @@ def render_html(rows: Sequence[Mapping[str, Any]], record: Mapping[str, Any], *,
             f"data-variant='{_e(v['case'])}' data-outcome='{_e(v['outcome'].value)}'>"
             f"<td><span class='badge {cls}'>{_e(v['outcome'].value.upper())}</span></td>"
             f"<td>{_e(v['model'])}</td><td>{_e(v['case'])}</td><td>{_e(v['key'])}</td>"
-            f"<td class='num'>{_fmt(v['measured'])}</td><td class='num'>{_fmt(v['limit'])}"
+            f"<td class='num'>{_value(v, 'measured')}</td><td class='num'>{_value(v, 'limit')}"
             f"</td><td class='msg'>{_e(v['message'])}</td></tr>")
     parts.append("<h2>Every check, failures first</h2><table id='verdicts'><tr><th>outcome</th>"
                  "<th>model</th><th>variant</th><th>check</th><th>measured</th><th>limit</th>"
