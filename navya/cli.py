@@ -76,14 +76,20 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--out", required=True, help="checkpoint to write (.pt)")
     t.add_argument("--arch", default="ssdlite_mobilenet_v2")
     t.add_argument("--width", type=float, default=1.0)
-    t.add_argument("--image-size", type=int, default=320)
+    t.add_argument("--preset", default=None, metavar="NAME",
+                   help="fill every training option not given here from a preset: 'finetune' "
+                        "(a few hundred real photographs from the ImageNet backbone in about "
+                        "10-15 minutes on 2 cores: README, 'Bring your own photographs')")
+    t.add_argument("--image-size", type=int, default=None, help="input size (default 320)")
     t.add_argument("--split", default="train")
     _size_policy(t)
     t.add_argument("--val-split", default="val", help="split to score at the end ('' for none)")
-    t.add_argument("--epochs", type=int, default=12)
-    t.add_argument("--batch-size", type=int, default=16)
+    t.add_argument("--epochs", type=int, default=None, help="default 12")
+    t.add_argument("--batch-size", type=int, default=None, help="default 16")
     t.add_argument("--optimizer", default="adamw", choices=["adamw", "sgd"])
-    t.add_argument("--lr", type=float, default=3e-3)
+    t.add_argument("--lr", type=float, default=None, help="peak learning rate (default 3e-3)")
+    t.add_argument("--warmup-iters", type=int, default=None,
+                   help="linear warm-up iterations (default 150)")
     t.add_argument("--weight-decay", type=float, default=1e-4)
     t.add_argument("--amp", default="none", choices=["none", "bf16"])
     t.add_argument("--seed", type=int, default=0)
@@ -100,8 +106,21 @@ def build_parser() -> argparse.ArgumentParser:
                         "$NAVYA_IMAGENET_WEIGHTS or ../shared/weights/), "
                         "or a torchvision weights name (MobileNet_V2_Weights.IMAGENET1K_V1, "
                         "MobileNet_V3_Large_Weights.IMAGENET1K_V1; downloaded by torchvision)")
-    t.add_argument("--freeze-backbone", type=int, default=0, metavar="N",
+    t.add_argument("--freeze-backbone", type=int, default=None, metavar="N",
                    help="keep the backbone's weights fixed for the first N iterations")
+    t.add_argument("--freeze-epochs", type=int, default=None, metavar="N",
+                   help="the same, in epochs")
+    t.add_argument("--frozen-bn", default=None, action=argparse.BooleanOptionalAction,
+                   help="keep the backbone's batch norm statistics fixed (eval mode)")
+    t.add_argument("--vflip", type=float, default=None, metavar="P",
+                   help="probability of a vertical flip in the augmentation (default 0.5; "
+                        "0 for photographs)")
+    t.add_argument("--early-stop", type=int, default=None, metavar="PATIENCE",
+                   help="score the val split after every epoch, keep the best epoch and stop "
+                        "after PATIENCE epochs without a better val mAP")
+    t.add_argument("--max-minutes", type=float, default=None, metavar="M",
+                   help="stop training after M minutes (with --early-stop: keep the best "
+                        "epoch so far)")
     t.add_argument("--resume", action="store_true", help="continue from <out>.state.pt")
     t.add_argument("--state-every", type=float, default=120.0, metavar="SECONDS",
                    help="save the training state (<out>.state.pt) this often within an "

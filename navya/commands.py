@@ -43,6 +43,38 @@ def _load_dataset(data: str, split: str, class_names=None, limit=None, *, args=N
                       size_policy=getattr(args, "size_policy", "image"), decode_size=decode_size,
                       other_classes=getattr(args, "other_classes", "error"))
 
+#: ``navya train``'s options that a preset may set, with their values without one
+TRAIN_DEFAULTS: dict[str, object] = {
+    "backbone_weights": None, "image_size": 320, "epochs": 12, "batch_size": 16, "lr": 3e-3,
+    "warmup_iters": 150, "freeze_backbone": 0, "freeze_epochs": 0, "frozen_bn": False,
+    "vflip": 0.5, "early_stop": 0, "max_minutes": None}
+
+
+def train_options(args: argparse.Namespace) -> dict[str, object]:
+    """The training options: what the command line gave, else the preset's, else
+    :data:`TRAIN_DEFAULTS`."""
+    preset = {}
+    if getattr(args, "preset", None):
+        from navya.finetune import PresetError, get_preset
+
+        try:
+            p = get_preset(args.preset)
+        except PresetError as exc:
+            raise CLIError(str(exc)) from None
+        preset = {"backbone_weights": p.backbone_weights, "image_size": p.image_size,
+                  "epochs": p.epochs, "batch_size": p.batch_size, "lr": p.lr,
+                  "warmup_iters": p.warmup_iters, "freeze_epochs": p.freeze_epochs,
+                  "frozen_bn": p.frozen_bn, "vflip": p.p_vflip, "early_stop": p.patience,
+                  "max_minutes": p.max_minutes}
+    out = {}
+    for key, default in TRAIN_DEFAULTS.items():
+        given = getattr(args, key, None)
+        out[key] = given if given is not None else preset.get(key, default)
+    if out["backbone_weights"] == "none":  # a preset's ImageNet start, turned off: scratch
+        out["backbone_weights"] = None
+    return out
+
+
 def train(args: argparse.Namespace) -> int:
     import torch
 
@@ -56,12 +88,16 @@ def train(args: argparse.Namespace) -> int:
         resolve_backbone_weights,
         torchvision_backbone_state,
     )
-    from navya.train import TrainConfig, train
+    from navya.train import SSDAugment, TrainConfig, train
 
-    if args.init and args.backbone_weights:
-        raise CLIError("--init and --backbone-weights both give the initial weights: pick one")
+    opts = train_options(args)
+    if args.init and opts["backbone_weights"]:
+        if args.backbone_weights:
+            raise CLIError("--init and --backbone-weights both give the initial weights: "
+                           "pick one")
+        opts["backbone_weights"] = None  # the preset's ImageNet start gives way to --init
     source_model, ckpt = load_checkpoint(args.init) if args.init else (None, None)
-    size = source_model.image_size if source_model is not None else args.image_size
+    size = source_model.image_size if source_model is not None else opts["image_size"]
     train_set = _load_dataset(args.data, args.split, limit=args.limit, args=args,
                               decode_size=size)
     names = train_set.class_names
@@ -79,30 +115,63 @@ def train(args: argparse.Namespace) -> int:
         print(report.summary())
     else:
         model = build_model(args.arch, len(names) + 1, width_mult=args.width,
-                            image_size=args.image_size)
-        if args.backbone_weights:
-            state, origin = resolve_backbone_weights(args.backbone_weights,
+                            image_size=opts["image_size"])
+        if opts["backbone_weights"]:
+            state, origin = resolve_backbone_weights(opts["backbone_weights"],
                                                      bn_eps=backbone_bn_eps(model))
             report = load_matching(model, torchvision_backbone_state(model, state),
-                                   str(args.backbone_weights), scope="core.backbone.")
+                                   str(opts["backbone_weights"]), scope="core.backbone.")
             init = {**origin, **report.as_dict()}
             print(report.summary())
+    config = TrainConfig(epochs=opts["epochs"], batch_size=opts["batch_size"],
+                         optimizer=args.optimizer, lr=opts["lr"],
+                         warmup_iters=opts["warmup_iters"], weight_decay=args.weight_decay,
+                         amp=args.amp, seed=args.seed, max_iters=args.max_iters)
+    per_epoch = max(1, len(train_set) // config.batch_size)
     hooks = []
-    if args.freeze_backbone:
+    freeze = opts["freeze_backbone"] or opts["freeze_epochs"] * per_epoch
+    if freeze:
         from navya.train import freeze_backbone_for
 
-        hooks.append(freeze_backbone_for(args.freeze_backbone))
-        init["freeze_backbone_iters"] = args.freeze_backbone
-    config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, optimizer=args.optimizer,
-                         lr=args.lr, weight_decay=args.weight_decay, amp=args.amp,
-                         seed=args.seed, max_iters=args.max_iters)
+        hooks.append(freeze_backbone_for(freeze))
+        init["freeze_backbone_iters"] = freeze
+    if opts["frozen_bn"]:
+        from navya.finetune import frozen_backbone_bn
+
+        hooks.append(frozen_backbone_bn)
+        init["frozen_backbone_bn"] = True
     state = Path(args.out).with_suffix(".state.pt")
     if args.threads:
         torch.set_num_threads(args.threads)
     data_id = {"data": str(Path(args.data).resolve()), "split": args.split,
                "limit": args.limit, "fingerprint": read_fingerprint(train_set.voc_dir)}
+    stopper = val = None
+    if opts["early_stop"]:
+        from navya.finetune import EarlyStop
+
+        if not args.val_split:
+            raise CLIError("--early-stop scores the val split after every epoch: give "
+                           "--val-split")
+        val = _load_dataset(args.data, args.val_split, class_names=names, args=args,
+                            decode_size=model.image_size)
+        stopper = EarlyStop(val, opts["early_stop"], resume=args.resume,
+                            best_path=Path(args.out).with_suffix(".best.pt"),
+                            iterations_per_epoch=per_epoch, data_id=data_id)
+    augment = SSDAugment(p_vflip=opts["vflip"])
+    print("training: " + ", ".join(f"{k} {v}" for k, v in opts.items() if v not in (None, 0))
+          + f"; {len(train_set)} images, {per_epoch} iterations an epoch")
     result = train(model, train_set, config, state_path=state, resume=args.resume,
-                   state_every_s=args.state_every, data_id=data_id, hooks=hooks)
+                   state_every_s=args.state_every, data_id=data_id, hooks=hooks,
+                   augment=augment, on_epoch_end=stopper,
+                   max_seconds=opts["max_minutes"] * 60 if opts["max_minutes"] else None)
+    if result.stopped:
+        print(f"stopped: {result.stopped}")
+    if stopper is not None:
+        stopper.restore_best(model)
+        if stopper.best is not None:
+            print(f"best epoch {stopper.best.epoch} of {len(stopper.history)}: val mAP "
+                  f"{stopper.best.map:.4f} at {stopper.best.minutes:.1f} min; the checkpoint "
+                  "holds its weights")
     meta = {
         "class_names": list(names),
         "train_config": {**config.__dict__},
@@ -114,10 +183,16 @@ def train(args: argparse.Namespace) -> int:
         "final_loss": result.losses[-1] if result.losses else None,
         "command": " ".join(sys.argv),
         "init": init or None,  # where the initial weights came from (None: from scratch)
+        "preset": args.preset,
+        "options": opts,
+        "augment": augment.describe(),
+        "stopped": result.stopped or None,
+        "early_stop": stopper.record() if stopper is not None else None,
     }
     if args.val_split:
-        val = _load_dataset(args.data, args.val_split, class_names=names, args=args,
-                            decode_size=model.image_size)
+        if val is None:
+            val = _load_dataset(args.data, args.val_split, class_names=names, args=args,
+                                decode_size=model.image_size)
         ev = evaluate_model(model, val, progress=True)
         meta["val"] = {"split": args.val_split, "images": len(val),
                        "map": ev.map("all-point"), "map_voc07": ev.map("voc07"),

@@ -100,6 +100,12 @@ def format_value(key: str, value: float | None) -> str | None:
     return figure.format(float(value))
 
 
+def relative_budgets() -> list[str]:
+    """The budgets measured against the reference of the same run (a user's model is held to
+    these, not to the absolute ones written for the shipped checkpoint)."""
+    return [k for k, f in BUDGETS.items() if f.relative]
+
+
 #: budget key -> direction, in table order (what ``budgets.toml`` may hold)
 BUDGET_KEYS: dict[str, str] = {k: f.direction for k, f in BUDGETS.items()}
 

@@ -30,6 +30,32 @@ if TYPE_CHECKING:
 __all__ = ["SuiteSession"]
 
 
+def _user_model(given: str | None, shipped: Path, sha256: str) -> str | None:
+    """Why the checkpoint a run gates is not the shipped one its budgets were written for
+    (None: it is the shipped one)."""
+    if not given:
+        return None
+    from navya.models.checkpoint import sha256_file
+
+    if shipped.is_file() and sha256_file(shipped) == sha256:
+        return None
+    return (f"{shipped.name}, sha256 {sha256_file(shipped)[:12] if shipped.is_file() else '?'}"
+            f"; this run gates {given}, sha256 {sha256[:12]}")
+
+
+def _budgets_note(user_model: str | None, path: Path) -> str:
+    """Which budgets of ``path`` this run holds its model to."""
+    from navya.figures import BUDGETS, relative_budgets
+
+    if user_model is None:
+        return f"budgets: every budget of {path} (written for the shipped checkpoint)"
+    absolute = [k for k in BUDGETS if k not in relative_budgets()]
+    return (f"budgets: your checkpoint is not the shipped one ({user_model}): it is held to "
+            f"the budgets of {path} that are relative to its own fp32 in this run ("
+            + ", ".join(relative_budgets()) + "); the absolute ones, written for the shipped "
+            f"checkpoint, are measured and shown, NOT APPLICABLE ({', '.join(absolute)})")
+
+
 class SuiteSession(Selection):
     """One ``pytest benchmarks/`` session: the selection, the engines and the verdicts."""
 
@@ -130,6 +156,10 @@ class SuiteSession(Selection):
                 intervals=spec.intervals, content_fingerprint=spec.data is not None,
                 min_calibration_images=spec.min_calibration_images)
             self.notes.extend(n if len(models) == 1 else f"{model}: {n}" for n in workload.notes)
+            user_model = _user_model(self.opt("navya_checkpoint"), spec.checkpoint_path,
+                                     workload.provenance["checkpoint_sha256"])
+            self.notes.append((f"{model}: " if len(models) > 1 else "")
+                              + _budgets_note(user_model, self._budgets_path()))
             baselines = self._path_opt("navya_baselines", "benchmarks/baselines")
             speed = self.opt("navya_speed_baselines")
             self.benches[model] = Bench(
@@ -139,7 +169,8 @@ class SuiteSession(Selection):
                 baselines_dir=baselines / model if own else baselines,
                 speed_dir=None if not speed else Path(speed) / model if own else speed,
                 cache=store, rebuild=self.rebuild_spec(),
-                remeasure=bool(self.opt("navya_remeasure") or self.opt("navya_record_speed")))
+                remeasure=bool(self.opt("navya_remeasure") or self.opt("navya_record_speed")),
+                user_model=user_model)
 
     def _say(self, line: str) -> None:
         tr = self.config.pluginmanager.get_plugin("terminalreporter")

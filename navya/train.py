@@ -79,6 +79,7 @@ class TrainResult:
     iterations: int = 0
     seconds: float = 0.0
     images_seen: int = 0
+    stopped: str = ""  # why training ended before its last iteration ("" = it did not)
 
 
 # -- augmentation ----------------------------------------------------------------------------
@@ -90,8 +91,14 @@ class SSDAugment:
     vertical flips. Boxes ``[x1, y1, x2, y2]`` pixels; difficult flags follow their boxes.
     Randomness comes from the generator passed at call time (seeded per epoch)."""
 
-    def __init__(self, p_crop: float = 0.5, p_expand: float = 0.3, max_expand: float = 1.6):
+    def __init__(self, p_crop: float = 0.5, p_expand: float = 0.3, max_expand: float = 1.6,
+                 p_vflip: float = 0.5):
         self.p_crop, self.p_expand, self.max_expand = p_crop, p_expand, max_expand
+        self.p_vflip = p_vflip  # 0 for photographs: the sky stays up
+
+    def describe(self) -> dict[str, float]:
+        return {"p_crop": self.p_crop, "p_expand": self.p_expand,
+                "max_expand": self.max_expand, "p_vflip": self.p_vflip}
 
     def __call__(self, img: Tensor, target: dict, g: torch.Generator) -> tuple[Tensor, dict]:
         def u(a: float = 0.0, b: float = 1.0) -> float:
@@ -135,7 +142,7 @@ class SSDAugment:
         if u() < 0.5:
             img = img.flip(-1)
             boxes = torch.stack([w - boxes[:, 2], boxes[:, 1], w - boxes[:, 0], boxes[:, 3]], 1)
-        if u() < 0.5:
+        if u() < self.p_vflip:
             img = img.flip(-2)
             boxes = torch.stack([boxes[:, 0], h - boxes[:, 3], boxes[:, 2], h - boxes[:, 1]], 1)
         return img.contiguous(), {"boxes": boxes.reshape(-1, 4), "labels": labels,
@@ -245,6 +252,9 @@ def train(
     distill_weight: float = 1.0,
     state_every_s: float = 120.0,
     data_id: Any = None,
+    augment: SSDAugment | None = None,
+    on_epoch_end: Callable[[nn.Module, int], bool] | None = None,
+    max_seconds: float | None = None,
 ) -> TrainResult:
     """Train ``model`` in place on ``dataset`` (items ``(image [3,H,W] in [0,1], target)``).
 
@@ -259,6 +269,13 @@ def train(
     ``data_id`` (JSON-like: e.g. the data folder, split, limit and fingerprint) is saved with
     the state, and a resume on other data (or another number of images) is refused.
 
+    ``augment``: the augmentation when ``config.augment`` (default :class:`SSDAugment` ()).
+    ``on_epoch_end(model, epoch)`` runs after each epoch (and after the last, partial one) with
+    the model in eval mode; it returns True to stop training there (early stopping).
+    ``max_seconds``: stop after the first iteration that ends past this much training time
+    (``on_epoch_end`` still sees the model as it stopped); ``result.stopped`` says why it
+    stopped.
+
     Returns the per-iteration losses and timing. The model is left in eval mode, in its
     original memory format.
     """
@@ -266,7 +283,8 @@ def train(
 
     config = config or TrainConfig()
     torch.manual_seed(config.seed)
-    data = _Augmented(dataset, SSDAugment() if config.augment else None, config.seed)
+    data = _Augmented(dataset, (augment or SSDAugment()) if config.augment else None,
+                      config.seed)
     # A lone image in the last batch is dropped: BatchNorm cannot train on one value per
     # channel, which is what SSD-Lite's 1x1 extra levels give for a batch of one.
     drop_last = len(data) > config.batch_size and len(data) % config.batch_size == 1
@@ -364,12 +382,23 @@ def train(
                                 lr=f"{optimizer.param_groups[0]['lr']:.2e}", epoch=epoch)
                 if it >= total:
                     break
+                if max_seconds is not None and time.perf_counter() - t0 >= max_seconds:
+                    result.stopped = f"time limit {max_seconds / 60:.1f} min"
+                    break
                 if state_path is not None and time.perf_counter() - last_save >= state_every_s:
                     save_state()
                     last_save = time.perf_counter()
             if state_path is not None:
                 save_state()
                 last_save = time.perf_counter()
+            if on_epoch_end is not None:
+                model.eval()
+                stop = on_epoch_end(model, epoch)
+                model.train()
+                if stop and not result.stopped and it < total:
+                    result.stopped = f"early stop after epoch {epoch + 1}"
+            if result.stopped:
+                break
     finally:
         bar.close()
         if handle is not None:

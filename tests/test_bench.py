@@ -241,3 +241,39 @@ def test_measure_validates_before_work(tiny, val):
             measure(tiny, val, **{"name": "x", **kwargs})
     with pytest.raises(BenchError):
         BenchSettings(rounds=1)
+
+
+def test_a_users_model_is_held_only_to_budgets_relative_to_its_own_fp32(tiny, val, variants,
+                                                                         monkeypatch):
+    """A checkpoint that is not the shipped one: the absolute budget (peak memory, written for
+    the shipped model) is measured and shown but NOT APPLICABLE, even where it would break;
+    the relative ones still fail a variant that breaks them."""
+    budgets = Budgets(None, {"damaged": {"min_size_ratio": 1.5, "max_peak_mem_mb": 0.001}})
+    monkeypatch.setattr(Bench, "peak_mem_mb", lambda self, v: 42.0)
+    shipped = _bench(tiny, val, budgets=budgets)
+    assert shipped.check_budget("damaged", "max_peak_mem_mb").failed
+    user = _bench(tiny, val, budgets=budgets, user_model="shipped.pt; this run gates my.pt")
+    mem = user.check_budget("damaged", "max_peak_mem_mb")
+    assert mem.outcome.name == "NOT_APPLICABLE" and mem.measured == 42.0
+    assert "NOT APPLICABLE to your model" in mem.message and "my.pt" in mem.message
+    assert "min_size_ratio" in mem.message  # names what it is held to instead
+    assert user.check_budget("damaged", "min_size_ratio").failed
+
+
+def test_the_session_says_which_budgets_it_applied(tmp_path):
+    from navya.figures import relative_budgets
+    from navya.session import _budgets_note, _user_model
+
+    shipped = tmp_path / "shipped.pt"
+    shipped.write_bytes(b"the shipped weights")
+    import hashlib
+
+    sha = hashlib.sha256(b"the shipped weights").hexdigest()
+    assert _user_model(None, shipped, sha) is None  # the default checkpoint
+    assert _user_model(str(shipped), shipped, sha) is None  # named, but the same file
+    why = _user_model("my.pt", shipped, "f" * 64)
+    assert "my.pt" in why and "ffffffffffff" in why and sha[:12] in why
+    note = _budgets_note(why, tmp_path / "budgets.toml")
+    assert all(k in note for k in relative_budgets()) and "max_peak_mem_mb" in note
+    assert "NOT APPLICABLE" in note
+    assert "every budget" in _budgets_note(None, tmp_path / "budgets.toml")

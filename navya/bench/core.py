@@ -54,7 +54,8 @@ class BenchCore:
                  budgets: Budgets | None = None, baselines_dir: str | os.PathLike | None = None,
                  models: Mapping[str, nn.Module] | None = None, reference: str = REFERENCE,
                  speed_dir: str | os.PathLike | None = None, cache: Any = None,
-                 rebuild: bool | Sequence[str] = False, remeasure: bool = False):
+                 rebuild: bool | Sequence[str] = False, remeasure: bool = False,
+                 user_model: str | None = None):
         from navya.catalogue import CompressContext
         from navya.compress.cache import ArtifactCache
 
@@ -72,6 +73,9 @@ class BenchCore:
         self.artifacts = None if cache is None else ArtifactCache(cache)
         self.rebuild = rebuild if isinstance(rebuild, bool) else frozenset(rebuild)
         self.remeasure = remeasure
+        #: why the reference is not the model the budgets were written for (None: it is); a
+        #: user's model is held only to the budgets relative to its own reference
+        self.user_model = user_model
         #: (group, variant) -> "now" / "reused" / "cache" (see measurement_key)
         self.sources: dict[tuple[str, str], str] = {}
         self._ids: dict[str, str | None] = {}

@@ -61,6 +61,10 @@ class Bench(SpeedGate, Gates, Rows, Memo, Speed, Costs, Accuracy, Builds, BenchC
         rebuild: ignore (and replace) the cache entries of these variants, or of all (True).
         remeasure: time and measure memory afresh even where the cache holds figures measured
             on the same inputs (:meth:`measurement_key`).
+        user_model: why the reference is not the model the budgets were written for (a
+            user's checkpoint); its variants are held only to the budgets relative to it
+            (:attr:`navya.figures.BudgetFigure.relative`), the absolute ones are NOT
+            APPLICABLE (measured and shown). None: every budget applies.
     """
 
 

@@ -20,7 +20,7 @@ from navya.budgets import (
     read_baseline,
     write_baseline,
 )
-from navya.figures import BUDGETS
+from navya.figures import BUDGETS, relative_budgets
 from navya.verdicts import Outcome, Verdict
 
 
@@ -49,6 +49,14 @@ class Gates:
             return self._record(Verdict(
                 variant, key, Outcome.NOT_APPLICABLE,
                 f"{variant} is the reference that {key} is measured against"))
+        if self.user_model and not BUDGETS[key].relative:
+            measured = self.budget_figure(variant, key)
+            return self._record(Verdict(
+                variant, key, Outcome.NOT_APPLICABLE,
+                f"NOT APPLICABLE to your model: {key} is an absolute budget, written for the "
+                f"shipped checkpoint ({self.user_model}); measured {measured:.4g}. Your model "
+                "is held to the budgets relative to its own fp32 in this run "
+                f"({', '.join(relative_budgets())})", measured=measured))
         cls = self.cpu_class(variant)
         limit, source = ((None, "no budget") if self.budgets is None
                          else self.budgets.lookup(variant, key, cls))

@@ -180,7 +180,10 @@ def imagenet_weights_path(root: str | os.PathLike | None = None) -> Path:
            f"{src.commit}, {src.licence}: put its LICENSE beside it), sha256 {src.sha256}")
     if not path.is_file():
         raise InitError(f"the ImageNet backbone weights 'imagenet' are not at {where}: put "
-                        f"there {get} (README, 'ImageNet backbone weights')")
+                        f"there {get} (README, 'ImageNet backbone weights'); without them, "
+                        "`--init navya/checkpoints/ssdlite_mobilenet_v2.pt` starts from the "
+                        "shipped synthetic checkpoint instead (a weaker start on photographs: "
+                        "docs/results/finetune_real/)")
     digest = sha256_file(path)
     if digest != src.sha256:
         raise InitError(f"{path}: sha256 {digest}, but 'imagenet' names {get}; to start from "
