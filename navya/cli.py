@@ -79,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--preset", default=None, metavar="NAME",
                    help="fill every training option not given here from a preset: 'finetune' "
                         "(a few hundred real photographs from the ImageNet backbone in about "
-                        "10-15 minutes on 2 cores: README, 'Bring your own photographs')")
+                        "10-15 minutes on 2 cores: README, 'Bring your own data, in commands')")
     t.add_argument("--image-size", type=int, default=None, help="input size (default 320)")
     t.add_argument("--split", default="train")
     _size_policy(t)

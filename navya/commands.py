@@ -58,14 +58,9 @@ def train_options(args: argparse.Namespace) -> dict[str, object]:
         from navya.finetune import PresetError, get_preset
 
         try:
-            p = get_preset(args.preset)
+            preset = get_preset(args.preset).options()
         except PresetError as exc:
             raise CLIError(str(exc)) from None
-        preset = {"backbone_weights": p.backbone_weights, "image_size": p.image_size,
-                  "epochs": p.epochs, "batch_size": p.batch_size, "lr": p.lr,
-                  "warmup_iters": p.warmup_iters, "freeze_epochs": p.freeze_epochs,
-                  "frozen_bn": p.frozen_bn, "vflip": p.p_vflip, "early_stop": p.patience,
-                  "max_minutes": p.max_minutes}
     out = {}
     for key, default in TRAIN_DEFAULTS.items():
         given = getattr(args, key, None)

@@ -1,7 +1,7 @@
 """Fine-tuning a detector on a few hundred real photographs on a laptop CPU.
 
 ``navya train --preset finetune`` fills every training option the user did not give from
-:data:`PRESETS` (the values were chosen by measurement: ``docs/results/finetune_real/``), and
+:data:`PRESETS` (what they give on real photographs: ``docs/results/finetune_real/``), and
 trains with :class:`EarlyStop`: the val mAP is scored after every epoch, printed as it goes,
 the best epoch's weights are kept (also on disk, ``<out>.best.pt``, so an interrupt loses
 nothing), training stops when the val mAP has not improved for ``patience`` epochs or at the
@@ -10,7 +10,6 @@ time limit, and the checkpoint holds the best epoch.
 
 from __future__ import annotations
 
-import copy
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -46,8 +45,11 @@ class Preset:
     patience: int  # early stop: epochs without a better val mAP
     max_minutes: float  # stop training here (the best epoch so far is kept)
 
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+    def options(self) -> dict[str, Any]:
+        """The ``navya train`` options it sets, by their option names."""
+        out = {k: v for k, v in asdict(self).items() if k not in ("name", "description")}
+        out["vflip"], out["early_stop"] = out.pop("p_vflip"), out.pop("patience")
+        return out
 
 
 PRESETS: dict[str, Preset] = {p.name: p for p in (
@@ -150,7 +152,7 @@ class EarlyStop:
     def restore_best(self, model: nn.Module) -> None:
         """Load the best epoch's weights into ``model`` (nothing scored: leave it as it is)."""
         if self.best_state is not None:
-            model.load_state_dict(copy.deepcopy(self.best_state))
+            model.load_state_dict(self.best_state)
 
     def record(self) -> dict[str, Any]:
         """What the checkpoint's ``early_stop`` holds: the best epoch and every epoch's score."""
