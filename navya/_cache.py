@@ -27,6 +27,7 @@ as git's index does).
 from __future__ import annotations
 
 import ast
+import contextlib
 import hashlib
 import importlib.util
 import io
@@ -35,7 +36,7 @@ import os
 import sys
 import time
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -253,9 +254,48 @@ class ResultStore:
             raise ValueError(f"bad cache kind/key: {kind!r} {key!r}")
         return self.root / kind / key[:2] / f"{key}.entry"
 
+    @contextlib.contextmanager
+    def lock(self, kind: str, key: str) -> Iterator[None]:
+        """Hold the entry's lock (an exclusive ``flock`` on ``<root>/locks/<kind>-<key>.lock``)
+        for the block: processes that share the store (parallel build workers, shards on one
+        machine) build one entry once; a second one waits, then reads what the first wrote.
+        The kernel releases the lock when its holder exits, however it exits. Where the store
+        cannot be locked (no ``fcntl``, a read-only folder) the block runs unlocked."""
+        self.path(kind, key)  # validates kind and key
+        try:
+            import fcntl
+        except ImportError:  # not POSIX: no cross-process lock
+            yield
+            return
+        folder = self.root / "locks"
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            fd = os.open(folder / f"{kind}-{key}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError:
+            yield
+            return
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # closing the descriptor releases the lock
+
     def _miss(self, path: Path, why: str) -> None:
         warnings.warn(f"cache entry {path} is unusable ({why}): treated as a miss, it will be "
                       "rebuilt", CacheWarning, stacklevel=3)
+
+    def meta(self, kind: str, key: str) -> dict[str, Any] | None:
+        """The ``meta`` of the entry of ``key`` from its header alone (the payload is neither
+        read nor checked: :meth:`get` does that), or None: absent or no valid header."""
+        try:
+            with open(self.path(kind, key), "rb") as f:
+                if f.read(len(MAGIC)) != MAGIC:
+                    return None
+                header = json.loads(f.readline().decode("utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError):
+            return None
+        meta = header.get("meta") if isinstance(header, dict) else None
+        return meta if isinstance(meta, dict) and header.get("key") == key else None
 
     def get(self, kind: str, key: str) -> Entry | None:
         """The entry of ``key``, or None: not there, or unusable (a warning says why)."""

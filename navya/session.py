@@ -19,6 +19,7 @@ from navya.spec import (
     DEFAULT_DATA,
     DEFAULT_EVAL_IMAGES,
     Selection,
+    build_workers_spec,
     parse_slowdowns,
     update_despite,
 )
@@ -71,6 +72,10 @@ class SuiteSession(Selection):
         #: navya tests that failed or errored in this run (node id and phase)
         self.problems: list[str] = []
         self._unavailable: dict[str, str | None] = {}
+        #: parallel build workers and their threads (set up with the engines)
+        self._workers = 1
+        self._build_threads: int | None = None
+        self._recipes: dict[str, Any] = {}
 
     def case(self, case_id: str) -> tuple[Bench, str]:
         """The engine and the variant name of a test's ``variant`` (a case id)."""
@@ -103,6 +108,37 @@ class SuiteSession(Selection):
         except Exception as exc:
             pytest.exit(f"navya: the suite could not start: {type(exc).__name__}: {exc}",
                         returncode=pytest.ExitCode.TESTS_FAILED)
+        self._prebuild()
+
+    def _prebuild(self) -> None:
+        """Build and evaluate what the cache lacks in parallel worker processes before the
+        first test times anything (:mod:`navya.bench.parallel`). A failure here costs time,
+        never a result: the tests build whatever is missing themselves."""
+        from navya.bench import REFERENCE
+        from navya.bench.parallel import prebuild
+        from navya.sharding import costs_from_run
+
+        if self._workers <= 1 or not self.remaining or self.config.option.collectonly:
+            return
+        variants: dict[str, list[str]] = {}
+        for case in self.remaining:
+            model, name = self.lookup(case)
+            if (name in self._project_variants or self.unavailable(case)
+                    or (name in self.benches[model]._models and name != REFERENCE)):
+                continue  # a worker cannot build it (its hook ran here only) or no one can
+            variants.setdefault(model, []).append(name)
+        seconds = costs_from_run(Path(self.opt("navya_report_dir"), "run.json"))
+        costs = {m: {v: seconds[self.case_id(m, v)] for v in vs if self.case_id(m, v) in seconds}
+                 for m, vs in variants.items()}
+        try:
+            summary = prebuild(self.benches, variants, self._recipes, self._workers,
+                               self._build_threads or 1, costs=costs, say=self._say)
+        except Exception as exc:  # noqa: BLE001 - e.g. a worker killed: the tests build it
+            self.notes.append(f"parallel builds stopped ({type(exc).__name__}: {exc}); the "
+                              "suite built what was missing itself")
+            return
+        if summary is not None:
+            self.notes.append(summary.note())
 
     def _setup(self) -> None:
         from navya.bench import Bench, BenchSettings, load_workload
@@ -122,17 +158,30 @@ class SuiteSession(Selection):
                 self._say(f"navya: generating the embedded synthetic data set into {data} "
                           f"({why}; about a minute)")
                 generate(data)
-        settings = BenchSettings(threads=1, rounds=self.opt("navya_rounds"),
-                                 rss=not self.opt("navya_no_rss"),
-                                 speed_rounds=self.opt("navya_speed_rounds"),
-                                 seed=self.opt("navya_seed"),
-                                 inject=parse_slowdowns(self.opt("navya_inject_slowdown")))
         from navya._cache import ResultStore
+        from navya.bench.parallel import build_threads, recipe_settings, resolve_workers
+        from navya.runtime import usable_cpus
 
         cache_dir = self.cache_dir()
         store = None if cache_dir is None else ResultStore(cache_dir)
         self.notes.append(f"artifact cache: {cache_dir}" if store is not None else
                           "artifact cache: off (every variant built and evaluated in this run)")
+        # workers hand their builds to the suite through the cache: none without one
+        self._workers = (resolve_workers(build_workers_spec(self.opt), usable_cpus())
+                         if store is not None else 1)
+        self._build_threads = build_threads(self._workers, usable_cpus())
+        settings = BenchSettings(threads=1, rounds=self.opt("navya_rounds"),
+                                 rss=not self.opt("navya_no_rss"),
+                                 speed_rounds=self.opt("navya_speed_rounds"),
+                                 seed=self.opt("navya_seed"),
+                                 inject=parse_slowdowns(self.opt("navya_inject_slowdown")),
+                                 build_threads=self._build_threads)
+        self.notes.append(
+            f"builds and evaluations: {self._workers} parallel worker processes at "
+            f"{self._build_threads} thread(s) each (--navya-build-workers)"
+            if self._workers > 1 else
+            "builds and evaluations: in the suite's process, at every core"
+            + ("" if store is not None else " (parallel workers need the artifact cache)"))
         from navya.cpuclass import host_class, kernel_class, restrictions_in_force
 
         host, kernel = host_class(), kernel_class()
@@ -143,18 +192,21 @@ class SuiteSession(Selection):
                                    if kernel != host else "")
             + ": INT8 and half-precision figures are compared with this class's baselines "
               "and budgets only (`navya doctor` says what applies)")
+        from navya.bench.parallel import WorkloadRecipe
+
         models = self.selected_models()
         for model in models:
             own = model != DEFAULT_MODEL  # a model with its own budgets section and baselines
             spec = MODELS[model]
-            workload = load_workload(
-                self.opt("navya_checkpoint") or spec.checkpoint_path,
-                spec.data_folder(self.rootdir) or data,
+            checkpoint = str(self.opt("navya_checkpoint") or spec.checkpoint_path)
+            folder = str(spec.data_folder(self.rootdir) or data)
+            load_kwargs = dict(
                 split=self.opt("navya_split"), eval_images=self.opt("navya_eval_images"),
                 size_policy=self.opt("navya_size_policy"), other_classes=spec.other_classes,
                 classes=spec.classes, source_package=spec.source_package,
                 intervals=spec.intervals, content_fingerprint=spec.data is not None,
                 min_calibration_images=spec.min_calibration_images)
+            workload = load_workload(checkpoint, folder, **load_kwargs)
             self.notes.extend(n if len(models) == 1 else f"{model}: {n}" for n in workload.notes)
             user_model = _user_model(self.opt("navya_checkpoint"), spec.checkpoint_path,
                                      workload.provenance["checkpoint_sha256"])
@@ -171,10 +223,22 @@ class SuiteSession(Selection):
                 cache=store, rebuild=self.rebuild_spec(),
                 remeasure=bool(self.opt("navya_remeasure") or self.opt("navya_record_speed")),
                 user_model=user_model)
+            rebuild = self.rebuild_spec()
+            self._recipes[model] = WorkloadRecipe(
+                checkpoint, folder, load_kwargs, recipe_settings(settings, self._build_threads),
+                str(Path(cache_dir).resolve()) if cache_dir is not None else "",
+                rebuild if isinstance(rebuild, bool) else tuple(rebuild))
 
     def _say(self, line: str) -> None:
+        """A line on the terminal now, also from inside a test (output capture suspended)."""
+        import contextlib
+
         tr = self.config.pluginmanager.get_plugin("terminalreporter")
-        if tr is not None:
+        if tr is None:
+            return
+        capman = self.config.pluginmanager.get_plugin("capturemanager")
+        with (capman.global_and_fixture_disabled() if capman is not None
+              else contextlib.nullcontext()):
             tr.write_line(line)
 
     @staticmethod
@@ -299,11 +363,10 @@ class SuiteSession(Selection):
         for model, bench in self.benches.items():
             who = "" if len(self.benches) == 1 else f"{model}: "
             out += [who + line for line in (bench.cache_summary(),) if line]
-            profile = bench.profile()
+            profile = {fig: s for fig, s in bench.profile().items() if s >= 0.5}
             if profile:
                 out.append(who + "engine time by figure: " + ", ".join(
-                    f"{fig} {seconds:.0f} s" for fig, seconds in profile.items()
-                    if seconds >= 0.5))
+                    f"{fig} {seconds:.0f} s" for fig, seconds in profile.items()))
         peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
         count = sum(len(b.order) for b in self.benches.values())
         out.append(f"suite process peak RSS {peak_mb:.0f} MB ({count} variants"
@@ -459,7 +522,9 @@ def _case_seconds(session: SuiteSession) -> dict[str, float]:
     sharded run balances its shards by (:func:`navya.sharding.assign`)."""
     out: dict[str, float] = {}
     for model, bench in session.benches.items():
-        for (_fig, variant), seconds in bench.timings.items():
+        spent = [*((v, s) for (_fig, v), s in bench.timings.items()),
+                 *bench.worker_seconds.items()]  # a build worker's time counts too
+        for variant, seconds in spent:
             case = session.case_id(model, variant)
             out[case] = round(out.get(case, 0.0) + seconds, 3)
     return out

@@ -112,6 +112,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                 help="the artifact and evaluation cache: built variants and their evaluations "
                      "kept by a hash of everything they depend on (default $NAVYA_CACHE_DIR, "
                      "else <rootdir>/.navya-cache; 'off': build and evaluate everything)")
+    g.addoption("--navya-build-workers", default=None, metavar="N",
+                help="build and evaluate what the cache lacks in N worker processes (cores/N "
+                     "threads each) before anything is timed; 'auto' (default, or "
+                     "$NAVYA_BUILD_WORKERS): min(cores, 4); 1: in the suite's process at every "
+                     "core. Needs the cache; the thread count is part of the cached models' "
+                     "keys")
     g.addoption("--navya-rebuild", default=None, metavar="WHAT",
                 help="ignore (and replace) the cache entries of 'all' variants or of the "
                      "named ones (comma-separated)")

@@ -16,6 +16,10 @@ UNUSED_PLUGINS = "-p no:hydra_pytest -p no:kgb -p no:anyio"
 def _no_unused_plugins_in_pytester_runs():
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("PYTEST_ADDOPTS", f"{os.environ.get('PYTEST_ADDOPTS', '')} {UNUSED_PLUGINS}")
+        # the suites that pytester runs build tiny models in well under a second: two spawned
+        # build workers (torch imported twice) would cost more than they save; the tests of
+        # the workers ask for them (tests/test_parallel_builds.py)
+        mp.setenv("NAVYA_BUILD_WORKERS", "1")
         yield
 
 

@@ -23,7 +23,7 @@ class Accuracy:
         from navya.runtime import num_threads, usable_cpus
 
         def compute():
-            with num_threads(usable_cpus()):
+            with num_threads(self.settings.build_threads or usable_cpus()):
                 return evaluate_model(self.model(variant), self.workload.eval_dataset,
                                       class_names=self.workload.class_names,
                                       batch_size=self.settings.eval_batch_size,
@@ -42,21 +42,30 @@ class Accuracy:
             if not self.rebuilds(variant):
                 entry = self.store.get("evaluations", key)
                 if entry is not None:
-                    self._cache[(Fig.EVAL_SOURCE, variant, 0)] = "cache"
+                    # evaluated in this run by a parallel build worker: "now", not "cache"
+                    self._cache[(Fig.EVAL_SOURCE, variant, 0)] = (
+                        "now" if variant in self.worker_evals else "cache")
                     return entry.value
-            t0 = time.perf_counter()
-            result = compute()
-            try:
-                self.store.put("evaluations", key, result,
-                               {"variant": variant, "seconds": time.perf_counter() - t0,
-                                "evaluated_at": utc_now(), "parts": parts})
-            except OSError as exc:
-                import warnings
+            with self.store.lock("evaluations", key):  # one process evaluates it once
+                if not self.rebuilds(variant):
+                    entry = self.store.get("evaluations", key)
+                    if entry is not None:
+                        self._cache[(Fig.EVAL_SOURCE, variant, 0)] = (
+                            "now" if variant in self.worker_evals else "cache")
+                        return entry.value
+                t0 = time.perf_counter()
+                result = compute()
+                try:
+                    self.store.put("evaluations", key, result,
+                                   {"variant": variant, "seconds": time.perf_counter() - t0,
+                                    "evaluated_at": utc_now(), "parts": parts})
+                except OSError as exc:
+                    import warnings
 
-                from navya._cache import CacheWarning
+                    from navya._cache import CacheWarning
 
-                warnings.warn(f"could not write the evaluation cache: {exc}", CacheWarning,
-                              stacklevel=2)
+                    warnings.warn(f"could not write the evaluation cache: {exc}",
+                                  CacheWarning, stacklevel=2)
             self._cache[(Fig.EVAL_SOURCE, variant, 0)] = "now"
             return result
 
@@ -69,8 +78,7 @@ class Accuracy:
         fingerprint and count), the class names, the batch size, the thread count, the source
         of the evaluation code and of every navya module the model's layers come from, the
         library versions and the machine."""
-        from navya.compress.cache import model_digest
-        from navya.runtime import usable_cpus
+        from navya.compress.cache import model_digest, model_modules
 
         if self.store is None or self.artifacts is None:
             return None
@@ -81,6 +89,23 @@ class Accuracy:
             artifact = model_digest(model)
         else:
             return None
+        return self._evaluation_parts(artifact, model_modules(model))
+
+    def cached_evaluation_key(self, artifact: str) -> dict[str, Any] | None:
+        """:meth:`evaluation_key` of the model in artifact cache entry ``artifact``, without
+        loading it (the navya modules of its layers are in the entry's header); None when the
+        entry is absent or older than that header field."""
+        if self.store is None or self.artifacts is None:
+            return None
+        from navya.compress.cache import KIND
+
+        meta = self.store.meta(KIND, artifact)
+        modules = None if meta is None else meta.get("modules")
+        return None if modules is None else self._evaluation_parts(artifact, modules)
+
+    def _evaluation_parts(self, artifact: str, modules: list[str]) -> dict[str, Any] | None:
+        from navya.runtime import usable_cpus
+
         data = self.workload.eval_dataset
         try:
             data_fp = self.artifacts.data_fingerprint(data)
@@ -88,14 +113,13 @@ class Accuracy:
             return None
         inner = getattr(data, "dataset", None)
         roots = ["navya.metrics.evaluate", type(data).__module__,
-                 *([type(inner).__module__] if inner is not None else []),
-                 *sorted({type(m).__module__ for m in model.modules()
-                          if type(m).__module__.startswith("navya")})]
+                 *([type(inner).__module__] if inner is not None else []), *sorted(modules)]
         return {"format": 1, "artifact": artifact, "data": data_fp,
                 **({"predictions": True} if self.workload.intervals else {}),
                 "eval_images": self.workload.eval_count,
                 "class_names": list(self.workload.class_names),
-                "batch_size": self.settings.eval_batch_size, "threads": usable_cpus(),
+                "batch_size": self.settings.eval_batch_size,
+                "threads": self.settings.build_threads or usable_cpus(),
                 "sources": self.artifacts._sources(tuple(dict.fromkeys(roots))),
                 "versions": self.artifacts.versions(), "machine": self.artifacts.machine}
 

@@ -4,6 +4,7 @@ timed copies; this machine's stored builds."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from pathlib import Path
 
 import torch
@@ -37,10 +38,14 @@ class Builds:
             rebuilding = (self.artifacts.rebuilding(self.rebuilds(variant))
                           if self.artifacts is not None else contextlib.nullcontext())
             try:
-                with rebuilding:
+                with rebuilding, self.build_thread_count():
                     m, info = spec.apply_info(self.workload.reference, self.context)
             except ExportError as exc:
                 raise ExportError(f"variant {variant!r}: {exc}") from exc
+            worker = self.worker_builds.get(variant)
+            if info.source == "cache" and worker is not None and worker.key == info.key:
+                # built in this run by a parallel build worker, read back from the cache
+                info = dataclasses.replace(info, source="built", why=worker.why)
             self._cache[(Fig.TRANSFORM_S, variant, 0)] = info.build_s
             self._cache[(Fig.BUILD, variant, 0)] = info
             return m.eval()
@@ -51,6 +56,14 @@ class Builds:
             return m
 
         return self._cached(Fig.MODEL, variant, checked)
+
+    def build_thread_count(self):
+        """A context that runs builds and evaluations at :attr:`BenchSettings.build_threads`
+        (unchanged when it is None: every usable core, torch's default)."""
+        from navya.runtime import num_threads
+
+        n = self.settings.build_threads
+        return contextlib.nullcontext() if n is None else num_threads(n)
 
     def _check_finite(self, variant: str, model: nn.Module) -> None:
         """A model whose network outputs NaN or inf (a diverged or corrupted checkpoint, a

@@ -97,6 +97,11 @@ class BenchCore:
         #: (figure, variant) -> seconds spent computing it (see profile)
         self.timings: dict[tuple[str, str], float] = {}
         self._inner: list[float] = []
+        #: variants a parallel build worker built (its BuildInfo) or evaluated in this run,
+        #: and the seconds it spent on each (:mod:`navya.bench.parallel`)
+        self.worker_builds: dict[str, Any] = {}
+        self.worker_evals: set[str] = set()
+        self.worker_seconds: dict[str, float] = {}
 
     def _cached(self, fig: Fig, variant: str, compute: Callable[[], Any], threads: int = 0):
         key = (fig, variant, threads)

@@ -117,6 +117,12 @@ class Costs:
         return self._cached(Fig.PEAK_MEM, variant, lambda: self._reused_or(
             "memory", variant, run, lambda v: v["peak_mem_mb"]))
 
+    def adopt_rss(self, variant: str, mb: float) -> None:
+        """Use a peak RSS a parallel build worker measured in this run (a fresh process, as
+        :meth:`rss_mb` runs) instead of measuring it again."""
+        if self.settings.rss and not self.has(Fig.RSS, variant):
+            self._cache[(Fig.RSS, variant, 0)] = float(mb)
+
     def rss_mb(self, variant: str) -> float | None:
         """Peak RSS of a fresh subprocess running the variant (None when switched off)."""
         from navya.metrics.memory import subprocess_peak_rss_mb

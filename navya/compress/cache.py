@@ -110,6 +110,12 @@ def model_digest(model: nn.Module) -> str:
     return h.hexdigest()
 
 
+def model_modules(model: nn.Module) -> list[str]:
+    """The navya modules the model's layers come from (what its evaluation's key names)."""
+    return sorted({type(m).__module__ for m in model.modules()
+                   if type(m).__module__.startswith("navya")})
+
+
 def _cache_extras(model: nn.Module) -> dict[str, dict[str, Any]]:
     """What modules of ``model`` leave out of their pickle but a cached model needs back (a
     runtime network's float twin): modules with ``cache_extras()``."""
@@ -203,6 +209,11 @@ class ArtifactCache:
             "sources": self._sources(tuple(dict.fromkeys(roots))),
             "versions": self.versions(),
             "machine": self.machine,
+            # a transform's bits depend on its intra-op thread count (floating-point sums
+            # split differently); named only where it is not all cores, so that keys made
+            # before it was part of them still hold
+            **({"threads": threads} if (threads := torch.get_num_threads())
+               != self.machine.get("cores") else {}),
         }
 
     def build(self, fn: Callable[[], nn.Module], model: nn.Module, config: Any,
@@ -216,30 +227,48 @@ class ArtifactCache:
             out = fn()
             return out, BuildInfo("uncached", time.perf_counter() - t0, why=str(exc))
         key = digest(parts)
-        why = "rebuild requested"
         if not self.rebuild:
-            entry = self.store.get(KIND, key)
-            if entry is not None:
-                try:
-                    from navya.runtime import repair_unpickled
-
-                    out = repair_unpickled(entry.value["model"])
-                    _restore_extras(out, entry.value.get("extras", {}))
-                    meta = entry.meta
-                    return out.eval(), BuildInfo("cache", float(meta["build_s"]),
-                                                 entry.load_s, key, meta.get("built_at"))
-                except Exception as exc:  # noqa: BLE001 - an entry of another shape: rebuild
-                    warnings.warn(f"cache entry {entry.path} is unusable ({type(exc).__name__}: "
-                                  f"{exc}): treated as a miss, it will be rebuilt",
-                                  CacheWarning, stacklevel=2)
-                    why = "entry unusable"
+            hit, why = self._read(key)
+            if hit is not None:
+                return hit
+        # one process builds an entry; another that needs it meanwhile (a parallel build
+        # worker, a shard on the same machine) waits here and then reads it
+        with self.store.lock(KIND, key):
+            if not self.rebuild:
+                hit, why = self._read(key)
+                if hit is not None:
+                    return hit
             else:
-                why = "not in the cache"
+                why = "rebuild requested"
+            return self._build_and_store(fn, key, parts, why)
+
+    def _read(self, key: str) -> tuple[tuple[nn.Module, BuildInfo] | None, str]:
+        """``((model, info), "")`` from the entry of ``key``, or ``(None, why not)``."""
+        entry = self.store.get(KIND, key)
+        if entry is None:
+            return None, "not in the cache"
+        try:
+            from navya.runtime import repair_unpickled
+
+            out = repair_unpickled(entry.value["model"])
+            _restore_extras(out, entry.value.get("extras", {}))
+            meta = entry.meta
+            return (out.eval(), BuildInfo("cache", float(meta["build_s"]), entry.load_s, key,
+                                          meta.get("built_at"))), ""
+        except Exception as exc:  # noqa: BLE001 - an entry of another shape: rebuild
+            warnings.warn(f"cache entry {entry.path} is unusable ({type(exc).__name__}: "
+                          f"{exc}): treated as a miss, it will be rebuilt",
+                          CacheWarning, stacklevel=3)
+            return None, "entry unusable"
+
+    def _build_and_store(self, fn: Callable[[], nn.Module], key: str, parts: dict[str, Any],
+                         why: str) -> tuple[nn.Module, BuildInfo]:
         t0 = time.perf_counter()
         out = fn()
         seconds = time.perf_counter() - t0
         meta = {"build_s": seconds,
                 "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                "modules": model_modules(out),
                 "config": parts["config"], "parts": {k: v for k, v in parts.items()
                                                      if k != "config"}}
         try:
