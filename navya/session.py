@@ -74,7 +74,6 @@ class SuiteSession(Selection):
         self._unavailable: dict[str, str | None] = {}
         #: parallel build workers and their threads (set up with the engines)
         self._workers = 1
-        self._build_threads: int | None = None
         self._recipes: dict[str, Any] = {}
 
     def case(self, case_id: str) -> tuple[Bench, str]:
@@ -132,7 +131,7 @@ class SuiteSession(Selection):
                  for m, vs in variants.items()}
         try:
             summary = prebuild(self.benches, variants, self._recipes, self._workers,
-                               self._build_threads or 1, costs=costs, say=self._say)
+                               costs=costs, say=self._say)
         except Exception as exc:  # noqa: BLE001 - e.g. a worker killed: the tests build it
             self.notes.append(f"parallel builds stopped ({type(exc).__name__}: {exc}); the "
                               "suite built what was missing itself")
@@ -159,7 +158,7 @@ class SuiteSession(Selection):
                           f"({why}; about a minute)")
                 generate(data)
         from navya._cache import ResultStore
-        from navya.bench.parallel import build_threads, recipe_settings, resolve_workers
+        from navya.bench.parallel import recipe_settings, resolve_workers
         from navya.runtime import usable_cpus
 
         cache_dir = self.cache_dir()
@@ -169,18 +168,16 @@ class SuiteSession(Selection):
         # workers hand their builds to the suite through the cache: none without one
         self._workers = (resolve_workers(build_workers_spec(self.opt), usable_cpus())
                          if store is not None else 1)
-        self._build_threads = build_threads(self._workers, usable_cpus())
         settings = BenchSettings(threads=1, rounds=self.opt("navya_rounds"),
                                  rss=not self.opt("navya_no_rss"),
                                  speed_rounds=self.opt("navya_speed_rounds"),
                                  seed=self.opt("navya_seed"),
-                                 inject=parse_slowdowns(self.opt("navya_inject_slowdown")),
-                                 build_threads=self._build_threads)
+                                 inject=parse_slowdowns(self.opt("navya_inject_slowdown")))
         self.notes.append(
-            f"builds and evaluations: {self._workers} parallel worker processes at "
-            f"{self._build_threads} thread(s) each (--navya-build-workers)"
+            f"builds and evaluations: first, in {self._workers} parallel worker processes "
+            "sharing the cores (--navya-build-workers)"
             if self._workers > 1 else
-            "builds and evaluations: in the suite's process, at every core"
+            "builds and evaluations: in the suite's process, as each variant's tests need them"
             + ("" if store is not None else " (parallel workers need the artifact cache)"))
         from navya.cpuclass import host_class, kernel_class, restrictions_in_force
 
@@ -225,7 +222,7 @@ class SuiteSession(Selection):
                 user_model=user_model)
             rebuild = self.rebuild_spec()
             self._recipes[model] = WorkloadRecipe(
-                checkpoint, folder, load_kwargs, recipe_settings(settings, self._build_threads),
+                checkpoint, folder, load_kwargs, recipe_settings(settings),
                 str(Path(cache_dir).resolve()) if cache_dir is not None else "",
                 rebuild if isinstance(rebuild, bool) else tuple(rebuild))
 

@@ -113,11 +113,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                      "kept by a hash of everything they depend on (default $NAVYA_CACHE_DIR, "
                      "else <rootdir>/.navya-cache; 'off': build and evaluate everything)")
     g.addoption("--navya-build-workers", default=None, metavar="N",
-                help="build and evaluate what the cache lacks in N worker processes (cores/N "
-                     "threads each) before anything is timed; 'auto' (default, or "
-                     "$NAVYA_BUILD_WORKERS): min(cores, 4); 1: in the suite's process at every "
-                     "core. Needs the cache; the thread count is part of the cached models' "
-                     "keys")
+                help="build and evaluate what the cache lacks in N worker processes sharing "
+                     "the cores, before anything is timed; 'auto' (default, or "
+                     "$NAVYA_BUILD_WORKERS): 2 on two cores or more; 0 or 1: in the suite's "
+                     "process as each variant's tests need them. Needs the cache")
     g.addoption("--navya-rebuild", default=None, metavar="WHAT",
                 help="ignore (and replace) the cache entries of 'all' variants or of the "
                      "named ones (comma-separated)")

@@ -23,7 +23,7 @@ class Accuracy:
         from navya.runtime import num_threads, usable_cpus
 
         def compute():
-            with num_threads(self.settings.build_threads or usable_cpus()):
+            with num_threads(usable_cpus()):
                 return evaluate_model(self.model(variant), self.workload.eval_dataset,
                                       class_names=self.workload.class_names,
                                       batch_size=self.settings.eval_batch_size,
@@ -119,7 +119,7 @@ class Accuracy:
                 "eval_images": self.workload.eval_count,
                 "class_names": list(self.workload.class_names),
                 "batch_size": self.settings.eval_batch_size,
-                "threads": self.settings.build_threads or usable_cpus(),
+                "threads": usable_cpus(),
                 "sources": self.artifacts._sources(tuple(dict.fromkeys(roots))),
                 "versions": self.artifacts.versions(), "machine": self.artifacts.machine}
 

@@ -38,7 +38,7 @@ class Builds:
             rebuilding = (self.artifacts.rebuilding(self.rebuilds(variant))
                           if self.artifacts is not None else contextlib.nullcontext())
             try:
-                with rebuilding, self.build_thread_count():
+                with rebuilding:
                     m, info = spec.apply_info(self.workload.reference, self.context)
             except ExportError as exc:
                 raise ExportError(f"variant {variant!r}: {exc}") from exc
@@ -56,14 +56,6 @@ class Builds:
             return m
 
         return self._cached(Fig.MODEL, variant, checked)
-
-    def build_thread_count(self):
-        """A context that runs builds and evaluations at :attr:`BenchSettings.build_threads`
-        (unchanged when it is None: every usable core, torch's default)."""
-        from navya.runtime import num_threads
-
-        n = self.settings.build_threads
-        return contextlib.nullcontext() if n is None else num_threads(n)
 
     def _check_finite(self, variant: str, model: nn.Module) -> None:
         """A model whose network outputs NaN or inf (a diverged or corrupted checkpoint, a

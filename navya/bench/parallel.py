@@ -2,12 +2,21 @@
 evaluated in worker processes, every core busy; the suite then reads them from the cache.
 
 The cold run's time goes mostly to builds (training, calibration, export) and evaluations, which
-time nothing. They run here, in ``workers`` spawned processes at ``cores // workers`` intra-op
-threads each, each worker loading the same workload once (:class:`WorkloadRecipe`). A worker
-writes the model to the artifact cache and its evaluation to the evaluation cache, as the suite
-would; nothing else comes back but what it did and how long it took (:class:`TaskResult`).
-The speed runs, the only figures that time, start afterwards on a quiet machine, one at a time,
-pinned, as before.
+time nothing. They run here, in ``workers`` spawned processes, each loading the same workload
+once (:class:`WorkloadRecipe`). A worker writes the model to the artifact cache and its
+evaluation to the evaluation cache, as the suite would, and measures what else times nothing
+(the stats, kept in the cache; a fresh process's peak RSS, handed back); nothing else comes back
+but what it did and how long it took (:class:`TaskResult`). The speed runs, the only figures
+that time, start afterwards on a quiet machine, one at a time, pinned, as before.
+
+Threads: every worker runs at torch's default, every usable core, the thread count of a build in
+the suite's own process. A model's bits depend on its thread count (floating-point sums split
+by thread: measured, a PTQ calibrated at 1 thread instead of 2 moved per-class APs by 0.011 and
+failed three deterministic baselines), never on what else runs beside it; so the workers build
+exactly the models a serial run builds, under the same cache keys, and the baselines hold. The
+cores are shared (``workers`` x cores threads, OpenMP waiting passively in the workers): a
+training that scales over the cores shares them with the exports, conversions and RSS runs that
+use one.
 
 Scheduling (:func:`run_tasks`):
 
@@ -18,15 +27,14 @@ Scheduling (:func:`run_tasks`):
 - among the ready tasks the one on the longest remaining chain goes first (the costs of the last
   run's cases, else a prior by tag), so that a long fine-tune does not start last.
 
-The thread count of a build is fixed by the configuration (``cores // workers``), never by how
-many builds happen to be left: a model's bits depend on it (floating-point sums split by thread),
-it is part of the cache keys, and a key must not depend on scheduling. A worker that fails, or
-dies, loses nothing: the suite builds that variant itself and reports its error in its tests.
+A worker that fails, or dies, loses nothing: the suite builds that variant itself and reports its
+error in its tests.
 """
 
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
 import dataclasses
 import multiprocessing
 import os
@@ -38,11 +46,15 @@ from typing import Any
 
 from navya.bench.settings import REFERENCE, BenchSettings
 
-__all__ = ["BuildTask", "TaskResult", "WorkloadRecipe", "build_threads", "plan_tasks",
+__all__ = ["BuildTask", "TaskResult", "WorkloadRecipe", "plan_tasks", "prebuild",
            "recipe_settings", "resolve_workers", "run_tasks"]
 
-#: the largest number of workers ``auto`` picks (more cores give each build more threads)
-MAX_AUTO_WORKERS = 4
+#: the number of workers ``auto`` picks on a machine of two cores or more
+AUTO_WORKERS = 2
+#: the workers' environment: OpenMP threads that wait for work sleep instead of spinning, so
+#: that two workers sharing the cores do not burn them waiting (the thread count, and so the
+#: bits, are unchanged)
+WORKER_ENV = {"OMP_WAIT_POLICY": "PASSIVE"}
 #: seconds between "still building" lines while no build finishes
 HEARTBEAT_S = 60.0
 #: a task's cost when no earlier run measured it: a transform that trains, or any other
@@ -50,20 +62,15 @@ _PRIOR_S = {"trains": 300.0, "other": 30.0}
 
 
 def resolve_workers(spec: str | int | None, cores: int) -> int:
-    """``--navya-build-workers``: ``auto`` (None) is ``min(cores, 4)``; ``0`` and ``1`` are
-    no workers (every build in the suite's process, at every core)."""
+    """``--navya-build-workers``: ``auto`` (None) is 2 on two cores or more (measured on 2
+    cores: README, "Every core during a cold run"), else 1; ``0`` and ``1`` are no workers
+    (every build in the suite's process)."""
     if spec is None or spec == "auto":
-        return max(1, min(cores, MAX_AUTO_WORKERS))
+        return AUTO_WORKERS if cores >= 2 else 1
     n = int(spec)
     if n < 0:
         raise ValueError(f"--navya-build-workers must be 'auto' or an integer >= 0, got {spec!r}")
     return max(1, n)
-
-
-def build_threads(workers: int, cores: int) -> int | None:
-    """Each build's intra-op threads with ``workers`` workers: ``cores // workers`` (at least
-    1); None with one worker (torch's default: every core)."""
-    return None if workers <= 1 else max(1, cores // workers)
 
 
 @dataclass(frozen=True)
@@ -121,7 +128,8 @@ def plan_tasks(model: str, variants: Sequence[str], *, needs_build: Callable[[st
     for v in todo:
         nested = nested_configs(own[v])[1:] if v in own else []
         after = tuple(o for o in own if o != v and any(c == own[o] for c in nested))
-        prior = _PRIOR_S["trains" if "trains" in tags(v) else "other"]
+        # a variant that nests a trained one (built by that one's task) trains nothing itself
+        prior = _PRIOR_S["trains" if "trains" in tags(v) and not after else "other"]
         tasks.append(BuildTask(model, v, float(costs.get(v, prior)), after))
     return tasks
 
@@ -144,9 +152,8 @@ def _chains(tasks: Sequence[BuildTask]) -> dict[tuple[str, str], float]:
 
 
 def run_tasks(recipes: Mapping[str, WorkloadRecipe], tasks: Sequence[BuildTask], workers: int,
-              threads: int, *, say: Callable[[str], None] = print) -> list[TaskResult]:
-    """Run ``tasks`` in ``workers`` spawned processes at ``threads`` intra-op threads each;
-    the results in the order they finished. A line per finished task goes to ``say``. A task
+              *, say: Callable[[str], None] = print) -> list[TaskResult]:
+    """Run ``tasks`` in ``workers`` spawned processes (:data:`WORKER_ENV`); the results in the order they finished. A line per finished task goes to ``say``. A task
     that waits for one that failed still runs (its own build then builds the nested one).
 
     Raises:
@@ -159,8 +166,9 @@ def run_tasks(recipes: Mapping[str, WorkloadRecipe], tasks: Sequence[BuildTask],
     results: list[TaskResult] = []
     t0 = time.perf_counter()
     ctx = multiprocessing.get_context("spawn")  # no fork of a process with OpenMP threads
-    with cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init,
-                                initargs=(dict(recipes), threads)) as pool:
+    with _environment(WORKER_ENV), cf.ProcessPoolExecutor(
+            max_workers=workers, mp_context=ctx, initializer=_init,
+            initargs=(dict(recipes),)) as pool:
         running: dict[cf.Future, BuildTask] = {}
         started: dict[cf.Future, float] = {}
         try:
@@ -201,6 +209,22 @@ def run_tasks(recipes: Mapping[str, WorkloadRecipe], tasks: Sequence[BuildTask],
     return results
 
 
+@contextlib.contextmanager
+def _environment(values: Mapping[str, str]):
+    """Set ``values`` in ``os.environ`` for the block (spawned workers inherit it; this
+    process's OpenMP read its own at start and is unaffected), then restore it."""
+    before = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in before.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
 def _name(r: TaskResult | BuildTask, models: bool) -> str:
     return f"{r.model}:{r.variant}" if models else r.variant
 
@@ -223,10 +247,7 @@ _RECIPES: dict[str, WorkloadRecipe] = {}
 _BENCHES: dict[str, Any] = {}
 
 
-def _init(recipes: dict[str, WorkloadRecipe], threads: int) -> None:
-    import torch
-
-    torch.set_num_threads(threads)
+def _init(recipes: dict[str, WorkloadRecipe]) -> None:
     _RECIPES.clear()
     _RECIPES.update(recipes)
     _BENCHES.clear()
@@ -281,19 +302,18 @@ def _run(task: BuildTask) -> TaskResult:
     return out
 
 
-def recipe_settings(settings: BenchSettings, threads: int | None) -> BenchSettings:
-    """The worker's settings: the suite's, building at ``threads``, quiet."""
-    return dataclasses.replace(settings, build_threads=threads, progress=False)
+def recipe_settings(settings: BenchSettings) -> BenchSettings:
+    """The worker's settings: the suite's, quiet."""
+    return dataclasses.replace(settings, progress=False)
 
 
 @dataclass
 class PrebuildSummary:
-    """What :func:`prebuild` did: its results, wall time, workers and threads."""
+    """What :func:`prebuild` did: its results, wall time and workers."""
 
     results: list[TaskResult]
     wall_s: float
     workers: int
-    threads: int
 
     def note(self) -> str:
         built = [r for r in self.results if not r.error and r.build is not None
@@ -301,7 +321,7 @@ class PrebuildSummary:
         evaluated = [r for r in self.results if not r.error]
         failed = [r for r in self.results if r.error]
         work = sum(r.seconds for r in self.results)
-        return (f"parallel builds: {self.workers} worker processes x {self.threads} thread(s) "
+        return (f"parallel builds: {self.workers} worker processes "
                 f"built {len(built)} variant(s) and evaluated {len(evaluated)} in "
                 f"{self.wall_s:.0f} s wall ({work:.0f} s of work, "
                 f"{work / max(self.wall_s, 1e-9):.2f} busy workers on average) before anything "
@@ -310,7 +330,7 @@ class PrebuildSummary:
 
 
 def prebuild(benches: Mapping[str, Any], variants: Mapping[str, Sequence[str]],
-             recipes: Mapping[str, WorkloadRecipe], workers: int, threads: int, *,
+             recipes: Mapping[str, WorkloadRecipe], workers: int, *,
              costs: Mapping[str, Mapping[str, float]] | None = None,
              say: Callable[[str], None] = print) -> PrebuildSummary | None:
     """Build and evaluate, in ``workers`` processes, the ``variants`` of each model's engine
@@ -335,9 +355,8 @@ def prebuild(benches: Mapping[str, Any], variants: Mapping[str, Sequence[str]],
         def artifact_key(v: str, bench=bench, keys=keys) -> str | None:
             if v not in keys:
                 try:
-                    with bench.build_thread_count():
-                        keys[v] = digest(bench.artifacts.key_parts(
-                            bench.workload.reference, get_variant(v).config, bench.context))
+                    keys[v] = digest(bench.artifacts.key_parts(
+                        bench.workload.reference, get_variant(v).config, bench.context))
                 except ValueError:  # not cacheable: a worker's build would not reach the suite
                     keys[v] = None
             return keys[v]
@@ -364,11 +383,11 @@ def prebuild(benches: Mapping[str, Any], variants: Mapping[str, Sequence[str]],
     if not tasks:
         return None
     workers = min(workers, len(tasks))
-    say(f"navya: {len(tasks)} variant(s) to build or evaluate: {workers} worker processes, "
-        f"{threads} thread(s) each, before anything is timed")
+    say(f"navya: {len(tasks)} variant(s) to build or evaluate, in {workers} worker processes "
+        "sharing the cores, before anything is timed")
     t0 = time.perf_counter()
-    results = run_tasks(recipes, tasks, workers, threads, say=say)
-    summary = PrebuildSummary(results, time.perf_counter() - t0, workers, threads)
+    results = run_tasks(recipes, tasks, workers, say=say)
+    summary = PrebuildSummary(results, time.perf_counter() - t0, workers)
     for r in results:
         bench = benches[r.model]
         bench.worker_seconds[r.variant] = r.seconds

@@ -50,10 +50,6 @@ class BenchSettings:
     #: slowdowns injected into the speed workers (the gate's tests and power study):
     #: ``{"network": {variant: fraction}, "postprocess": fraction}``
     inject: Mapping[str, Any] | None = None
-    #: intra-op threads of the builds (transforms) and the evaluations; None: every usable
-    #: core. Part of their cache keys, since the bits depend on it: a run with parallel build
-    #: workers (:mod:`navya.bench.parallel`) builds everything at cores / workers threads.
-    build_threads: int | None = None
 
     def __post_init__(self) -> None:
         for name, low in (("threads", 1), ("rounds", 3), ("warmup", 0), ("batch_size", 1),
@@ -62,10 +58,6 @@ class BenchSettings:
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise BenchError(f"BenchSettings.{name} must be an integer >= {low}, "
                                  f"got {value!r}")
-        b = self.build_threads
-        if b is not None and (isinstance(b, bool) or not isinstance(b, int) or b < 1):
-            raise BenchError(f"BenchSettings.build_threads must be an integer >= 1 or None, "
-                             f"got {b!r}")
 
 
 @dataclass
