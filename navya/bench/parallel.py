@@ -4,8 +4,8 @@ evaluated in worker processes, every core busy; the suite then reads them from t
 The cold run's time goes mostly to builds (training, calibration, export) and evaluations, which
 time nothing. They run here, in ``workers`` spawned processes, each loading the same workload
 once (:class:`WorkloadRecipe`). A worker writes the model to the artifact cache and its
-evaluation to the evaluation cache, as the suite would, and measures what else times nothing
-(the stats, kept in the cache; a fresh process's peak RSS, handed back); nothing else comes back
+evaluation to the evaluation cache, as the suite would, and measures a fresh process's peak RSS
+(which times nothing, handed back); nothing else comes back
 but what it did and how long it took (:class:`TaskResult`). The speed runs, the only figures
 that time, start afterwards on a quiet machine, one at a time, pinned, as before.
 
@@ -282,10 +282,9 @@ def _run(task: BuildTask) -> TaskResult:
         t1 = time.perf_counter()
         bench.evaluation(task.variant)
         out.eval_s = time.perf_counter() - t1
-        # what else times nothing: the stats (kept in the cache at once, the suite reads
-        # them) and the peak RSS of a fresh process (memory, not time: unaffected by the
-        # other worker; handed back, kept by the suite only if its checks pass)
-        bench.stats(task.variant)
+        # what else times nothing: the peak RSS of a fresh process (memory, not time: the
+        # other worker does not change it; handed back, kept by the suite only if its checks
+        # pass). Not the stats: their key names the OMP_* environment, which differs here
         if bench.settings.rss:
             rss = bench.rss_mb(task.variant)
             if bench.sources.get(("memory", task.variant)) == "now":
