@@ -103,6 +103,10 @@ def check_options(opt: Callable[[str], Any]) -> None:
     if workers != "auto" and not workers.isdigit():
         raise SpecError(f"--navya-build-workers (or ${BUILD_WORKERS_ENV}): 'auto' or a number "
                         f"of worker processes (0 or 1: none), got {workers!r}")
+    update_despite(opt("navya_update_despite"))
+    if opt("navya_shard") and opt("navya_update_baselines"):
+        raise SpecError("--navya-update-baselines refreshes from a complete run, and a shard "
+                        "is part of one: refresh from an unsharded run")
 
 
 #: the default of ``--navya-build-workers`` where the option is not given
@@ -113,10 +117,6 @@ def build_workers_spec(opt: Callable[[str], Any]) -> str:
     """``--navya-build-workers``, else ``$NAVYA_BUILD_WORKERS``, else ``auto``."""
     value = opt("navya_build_workers") or os.environ.get(BUILD_WORKERS_ENV) or "auto"
     return str(value).strip()
-    update_despite(opt("navya_update_despite"))
-    if opt("navya_shard") and opt("navya_update_baselines"):
-        raise SpecError("--navya-update-baselines refreshes from a complete run, and a shard "
-                        "is part of one: refresh from an unsharded run")
 
 
 class Selection:

@@ -40,6 +40,17 @@ from navya.runtime import num_threads
 REPO = Path(__file__).resolve().parents[1]
 
 
+@pytest.fixture(autouse=True)
+def _every_core():
+    """This process at torch's default thread count, as the suite's process and the workers
+    run (an earlier test module may have left it at 1): a model's key names its thread count
+    wherever it is not every core."""
+    from navya.runtime import usable_cpus
+
+    with num_threads(usable_cpus()):
+        yield
+
+
 # -- how many workers, how many threads ----------------------------------------------------------
 
 
@@ -165,8 +176,13 @@ def test_two_builders_of_one_entry_build_it_once(tmp_path, voc, tiny_checkpoint)
     store = ResultStore(tmp_path / "cache")
     calls, infos = [], {}
 
+    cache = ArtifactCache(store)
+    # the key's source hashes, once, here: CPython 3.11's ast.parse is not safe in two threads
+    # at once (the processes this models never share an interpreter)
+    cache.key_parts(model, PTQ, CompressContext(train_dataset=train, artifacts=cache))
+
     def build(name):
-        ctx = CompressContext(train_dataset=train, artifacts=ArtifactCache(store))
+        ctx = CompressContext(train_dataset=train, artifacts=cache)
         with num_threads(1):
             infos[name] = apply_transform_info(model, PTQ, ctx)[1]
 
@@ -211,6 +227,7 @@ def test_the_thread_count_is_part_of_a_models_key(tmp_path, voc, tiny_checkpoint
 # -- workers build, the suite reads --------------------------------------------------------------
 
 
+@pytest.mark.slow  # two spawned workers and three rounds (35 s): `pytest tests/ -m slow`
 def test_workers_build_and_evaluate_into_the_cache_the_engine_reads(tmp_path, voc,
                                                                     tiny_checkpoint):
     """Two worker processes build and evaluate three variants and the reference's evaluation;

@@ -153,8 +153,10 @@ def _chains(tasks: Sequence[BuildTask]) -> dict[tuple[str, str], float]:
 
 def run_tasks(recipes: Mapping[str, WorkloadRecipe], tasks: Sequence[BuildTask], workers: int,
               *, say: Callable[[str], None] = print) -> list[TaskResult]:
-    """Run ``tasks`` in ``workers`` spawned processes (:data:`WORKER_ENV`); the results in the order they finished. A line per finished task goes to ``say``. A task
-    that waits for one that failed still runs (its own build then builds the nested one).
+    """Run ``tasks`` in ``workers`` spawned processes (:data:`WORKER_ENV`); the results in the
+    order they finished. A line per finished task goes to ``say``, and one a minute while none
+    finishes. A task that waits for one that failed still runs (its own build then builds the
+    nested one).
 
     Raises:
         cf.process.BrokenProcessPool: a worker died (killed, out of memory); the results so
