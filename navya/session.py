@@ -72,7 +72,8 @@ class SuiteSession(Selection):
         #: navya tests that failed or errored in this run (node id and phase)
         self.problems: list[str] = []
         self._unavailable: dict[str, str | None] = {}
-        #: parallel build workers and their threads (set up with the engines)
+        #: parallel build workers, and how each loads a model's workload (set up with the
+        #: engines; navya.bench.parallel)
         self._workers = 1
         self._recipes: dict[str, Any] = {}
 
