@@ -39,20 +39,22 @@ class Accuracy:
             from navya._cache import digest
 
             key = digest(parts)
-            if not self.rebuilds(variant):
-                entry = self.store.get("evaluations", key)
+
+            def stored():
+                entry = None if self.rebuilds(variant) else self.store.get("evaluations", key)
                 if entry is not None:
                     # evaluated in this run by a parallel build worker: "now", not "cache"
                     self._cache[(Fig.EVAL_SOURCE, variant, 0)] = (
                         "now" if variant in self.worker_evals else "cache")
-                    return entry.value
+                return entry
+
+            entry = stored()
+            if entry is not None:
+                return entry.value
             with self.store.lock("evaluations", key):  # one process evaluates it once
-                if not self.rebuilds(variant):
-                    entry = self.store.get("evaluations", key)
-                    if entry is not None:
-                        self._cache[(Fig.EVAL_SOURCE, variant, 0)] = (
-                            "now" if variant in self.worker_evals else "cache")
-                        return entry.value
+                entry = stored()  # another process may have evaluated it meanwhile
+                if entry is not None:
+                    return entry.value
                 t0 = time.perf_counter()
                 result = compute()
                 try:

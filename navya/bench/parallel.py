@@ -270,8 +270,6 @@ def _bench(model: str):
 
 def _run(task: BuildTask) -> TaskResult:
     """Build and evaluate one variant into the caches (in a worker process)."""
-    from navya.bench.core import Fig
-
     t0 = time.perf_counter()
     out = TaskResult(task.model, task.variant, pid=os.getpid())
     try:
@@ -294,11 +292,8 @@ def _run(task: BuildTask) -> TaskResult:
     except Exception as exc:  # noqa: BLE001 - reported; the suite builds it and says why
         out.error = "".join(traceback.format_exception_only(type(exc), exc)).strip()
     finally:
-        if task.model in _BENCHES and task.variant != REFERENCE:  # one model at a time
-            bench = _BENCHES[task.model]
-            for key in [k for k in bench._cache
-                        if k[1] == task.variant and k[0] in (Fig.MODEL, Fig.TIMED_MODEL)]:
-                del bench._cache[key]
+        if task.model in _BENCHES:  # one model at a time (the reference is kept)
+            _BENCHES[task.model].release(task.variant)
     out.seconds = time.perf_counter() - t0
     return out
 
