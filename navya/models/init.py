@@ -36,7 +36,7 @@ from torch import nn
 from navya.errors import NavyaError
 from navya.models.checkpoint import sha256_file
 
-__all__ = ["InitError", "InitReport", "backbone_bn_eps", "imagenet_weights_path", "load_matching",
+__all__ = ["InitError", "InitReport", "backbone_bn_eps", "class_output_names", "imagenet_weights_path", "load_matching",
            "resolve_backbone_weights", "torchvision_backbone_state"]
 
 #: Below this fraction of the model's parameters (by count) loaded, loading refuses.
@@ -85,11 +85,13 @@ class InitReport:
 
 def load_matching(model: nn.Module, state: dict[str, torch.Tensor], source: str, *,
                   prefix: str = "", min_fraction: float = MIN_LOADED_FRACTION,
-                  scope: str = "") -> InitReport:
+                  scope: str = "", exclude: dict[str, str] | None = None) -> InitReport:
     """Copy into ``model`` every tensor of ``state`` (its names prefixed with ``prefix``) whose
     name and shape fit. ``scope``: only model tensors under this name count towards the
-    fraction (``core.backbone.`` for backbone weights). Raises :class:`InitError` when less than
-    ``min_fraction`` of those parameters fit (another architecture)."""
+    fraction (``core.backbone.`` for backbone weights). ``exclude``: model tensors never
+    loaded, name -> why (a source of other classes: :func:`class_output_names`). Raises
+    :class:`InitError` when less than ``min_fraction`` of those parameters fit (another
+    architecture)."""
     own = model.state_dict()
     params = dict(model.named_parameters())
     report = InitReport(source)
@@ -99,6 +101,9 @@ def load_matching(model: nn.Module, state: dict[str, torch.Tensor], source: str,
         in_scope = name.startswith(scope)
         if name in params and in_scope:
             report.total_params += tensor.numel()
+        if exclude and name in exclude:
+            report.skipped[name] = exclude[name]
+            continue
         if name not in incoming:
             if in_scope:
                 report.skipped[name] = "not in the source"
@@ -122,6 +127,17 @@ def load_matching(model: nn.Module, state: dict[str, torch.Tensor], source: str,
                         f"{', '.join(report.unused[:3]) or '-'}")
     model.load_state_dict(update, strict=False)
     return report
+
+
+def class_output_names(model: nn.Module) -> list[str]:
+    """The tensors of the last layer of each classification head (``core.cls_heads[i][-1]``): the
+    ones that give each class its score. A start trained on other classes must not hand its
+    classes' scores to this model's, even when their number (and so the shapes) agree."""
+    last = {id(head[-1]) for mod in model.modules()
+            for head in getattr(mod, "cls_heads", ())}
+    return [f"{mod_name}.{p}" if mod_name else p
+            for mod_name, mod in model.named_modules() if id(mod) in last
+            for p, _ in mod.named_parameters(recurse=False)]
 
 
 def _torchvision_features(arch: str) -> nn.Sequential:
@@ -181,9 +197,8 @@ def imagenet_weights_path(root: str | os.PathLike | None = None) -> Path:
     if not path.is_file():
         raise InitError(f"the ImageNet backbone weights 'imagenet' are not at {where}: put "
                         f"there {get} (README, 'ImageNet backbone weights'); without them, "
-                        "`--init navya/checkpoints/ssdlite_mobilenet_v2.pt` starts from the "
-                        "shipped synthetic checkpoint instead (a weaker start on photographs: "
-                        "docs/results/finetune_real/)")
+                        "`--init tfod-person` starts from the real-photograph detector navya "
+                        "ships (what `--preset finetune` does; docs/results/finetune_real/)")
     digest = sha256_file(path)
     if digest != src.sha256:
         raise InitError(f"{path}: sha256 {digest}, but 'imagenet' names {get}; to start from "

@@ -7,9 +7,11 @@ minutes, one panel per data set, one line per start) into ``--out`` (default: th
 
     python docs/results/finetune_real/study.py --runs /tmp/runs RUN...
 
-RUN is ``name=SET:START[:extra navya train options]``, SET a VOC folder, START ``imagenet``
-(the shipped preset), ``synthetic`` (``--init`` the shipped checkpoint) or ``scratch``
-(``--backbone-weights none --freeze-epochs 0 --no-frozen-bn``: nothing to freeze). A run whose
+RUN is ``name=SET:START[:extra navya train options]``, SET a VOC folder, START ``tfod-person``
+(the preset as it is: the shipped real-photograph detector), ``imagenet`` (``--backbone-weights
+imagenet``: the TFLite ImageNet classifier beside the checkout), ``synthetic`` (``--init`` the
+shipped synthetic checkpoint) or ``scratch`` (``--init none --backbone-weights none
+--freeze-epochs 0 --no-frozen-bn``: nothing to freeze). ``results.json`` names the CPU. A run whose
 checkpoint is already in ``--runs`` is read, not trained again (``--force`` retrains).
 """
 
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
 import subprocess
 import sys
@@ -26,9 +29,11 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[2]
 STARTS = {
-    "imagenet": [],
+    "tfod-person": [],  # the preset's start: the shipped real-photograph detector
+    "imagenet": ["--backbone-weights", "imagenet"],
     "synthetic": ["--init", str(ROOT / "navya/checkpoints/ssdlite_mobilenet_v2.pt")],
-    "scratch": ["--backbone-weights", "none", "--freeze-epochs", "0", "--no-frozen-bn"],
+    "scratch": ["--init", "none", "--backbone-weights", "none", "--freeze-epochs", "0",
+                "--no-frozen-bn"],
 }
 
 
@@ -63,13 +68,13 @@ def plot(results: list[dict], path: Path) -> None:
     sets = sorted({r["set"] for r in results})
     fig = Figure(figsize=(6.0 * len(sets), 4.2), dpi=110)
     FigureCanvasAgg(fig)
-    styles = {"imagenet": ("tab:blue", "-"), "synthetic": ("tab:orange", "--"),
+    styles = {"tfod-person": ("tab:green", "-"), "imagenet": ("tab:blue", "-"), "synthetic": ("tab:orange", "--"),
               "scratch": ("tab:gray", ":")}
     for i, name in enumerate(sets):
         ax = fig.add_subplot(1, len(sets), i + 1)
         for r in (r for r in results if r["set"] == name):
             hist = r["early_stop"]["history"]
-            color, line = styles.get(r["start"], ("tab:green", "-."))
+            color, line = styles.get(r["start"], ("tab:purple", "-."))
             ax.plot([h["minutes"] for h in hist], [h["map"] for h in hist], line, color=color,
                     marker="o", markersize=3, label=f"{r['name']} ({r['start']})")
             best = r["early_stop"]
@@ -90,6 +95,20 @@ def plot(results: list[dict], path: Path) -> None:
     fig.savefig(path)
 
 
+def _cpu() -> dict:
+    """The CPU the figures were measured on: its model name, navya's class, the flags that
+    class is made of, and the cores this process may use."""
+    from navya.cpuclass import cpu_flags, host_class
+
+    model = next((line.split(":", 1)[1].strip() for line in
+                  Path("/proc/cpuinfo").read_text().splitlines()
+                  if line.startswith("model name")), "unknown")
+    flags = cpu_flags()
+    shown = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_int8")
+    return {"model": model, "class": host_class(flags), "cores": len(os.sched_getaffinity(0)),
+            "flags": [f for f in shown if f in flags]}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("runs", nargs="+", metavar="RUN")
@@ -100,6 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     args.runs_dir.mkdir(parents=True, exist_ok=True)
     results = []
+    cpu = _cpu()
     for run in map(parse_run, args.runs):
         out = args.runs_dir / f"{run['name']}.pt"
         cmd = command(run, out)
@@ -110,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
                 subprocess.run(cmd, check=True, stdout=log, stderr=subprocess.STDOUT)
             print(f"  {time.perf_counter() - t0:.0f} s", flush=True)
         results.append({"name": run["name"], "set": Path(run["data"]).name,
-                        "start": run["start"], **read(out)})
+                        "start": run["start"], "cpu": cpu, **read(out)})
     (args.out / "results.json").write_text(json.dumps(results, indent=1) + "\n")
     plot(results, args.out / "curves.png")
     print(f"wrote {args.out / 'results.json'} and {args.out / 'curves.png'}")
