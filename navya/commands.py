@@ -84,8 +84,8 @@ def train(args: argparse.Namespace) -> int:
     import torch
 
     from navya.data.synthetic import read_fingerprint
-    from navya.metrics.evaluate import evaluate_model
     from navya.finetune import load_start
+    from navya.metrics.evaluate import evaluate_model
     from navya.models import build_model, save_checkpoint
     from navya.models.checkpoint import sha256_file
     from navya.models.init import (
