@@ -45,8 +45,8 @@ def _load_dataset(data: str, split: str, class_names=None, limit=None, *, args=N
 
 #: ``navya train``'s options that a preset may set, with their values without one
 TRAIN_DEFAULTS: dict[str, object] = {
-    "init": None, "backbone_weights": None, "image_size": 320, "epochs": 12, "batch_size": 16, "lr": 3e-3,
-    "warmup_iters": 150, "freeze_backbone": 0, "freeze_epochs": 0, "frozen_bn": False,
+    "init": None, "backbone_weights": None, "image_size": 320, "epochs": 12, "batch_size": 16,
+    "lr": 3e-3, "warmup_iters": 150, "freeze_backbone": 0, "freeze_epochs": 0, "frozen_bn": False,
     "vflip": 0.5, "early_stop": 0, "max_minutes": None}
 
 
@@ -108,7 +108,7 @@ def train(args: argparse.Namespace) -> int:
     torch.manual_seed(args.seed)  # the initial weights: same --seed, same model
     init: dict = {}
     if source_model is not None:
-        # every tensor that fits by name and shape; other classes: fresh classification heads
+        # every tensor that fits by name and shape; other classes: fresh class scores
         model = build_model(ckpt.arch, len(names) + 1, **ckpt.model_config)
         other = tuple(ckpt.class_names) != tuple(names)
         fresh = dict.fromkeys(class_output_names(model) if other else (),

@@ -57,8 +57,9 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (
     Preset("finetune",
            "a few hundred real photographs, from the shipped real-photograph detector, in "
            "about 10-15 minutes on 2 cores",
-           init="tfod-person", backbone_weights=None, image_size=320, epochs=40, batch_size=16, lr=1e-3,
-           warmup_iters=30, freeze_epochs=2, frozen_bn=True, p_vflip=0.0, patience=8,
+           # image_size is the start's (300) with init; 320 with a backbone-only start
+           init="tfod-person", backbone_weights=None, image_size=320, epochs=40, batch_size=16,
+           lr=1e-3, warmup_iters=30, freeze_epochs=2, frozen_bn=True, p_vflip=0.0, patience=8,
            max_minutes=14.0),
 )}
 
@@ -88,8 +89,11 @@ def load_start(spec: str):
     file. Raises the loader's error (a :class:`~navya.errors.NavyaError`) naming the file."""
     start = SHIPPED_STARTS.get(str(spec))
     if start is None:
-        from navya.models import load_checkpoint
+        from navya.models import CheckpointError, load_checkpoint
 
+        if not Path(spec).exists():
+            raise CheckpointError(f"{spec}: checkpoint file not found, and not a start navya "
+                                  f"ships ({', '.join(SHIPPED_STARTS)})")
         return load_checkpoint(spec)
     from navya.catalogue import MODELS
     from navya.models.tfod import load_graph

@@ -149,6 +149,11 @@ def test_init_tfod_person_starts_from_the_shipped_real_photograph_detector(tmp_p
     from navya.finetune import load_start
     from navya.models.checkpoint import sha256_file
 
+    from navya.models import CheckpointError
+
+    with pytest.raises(CheckpointError, match="tfod-persn: checkpoint file not found, and not "
+                                              "a start navya ships \\(tfod-person\\)"):
+        load_start("tfod-persn")
     source, src_ckpt = load_start("tfod-person")
     assert src_ckpt.class_names == ("person",) and source.image_size == 300
     data = _three_class_tree(tmp_path / "data", n=4)

@@ -36,8 +36,9 @@ from torch import nn
 from navya.errors import NavyaError
 from navya.models.checkpoint import sha256_file
 
-__all__ = ["InitError", "InitReport", "backbone_bn_eps", "class_output_names", "imagenet_weights_path", "load_matching",
-           "resolve_backbone_weights", "torchvision_backbone_state"]
+__all__ = ["InitError", "InitReport", "backbone_bn_eps", "class_output_names",
+           "imagenet_weights_path", "load_matching", "resolve_backbone_weights",
+           "torchvision_backbone_state"]
 
 #: Below this fraction of the model's parameters (by count) loaded, loading refuses.
 MIN_LOADED_FRACTION = 0.3
