@@ -147,9 +147,8 @@ def test_init_tfod_person_starts_from_the_shipped_real_photograph_detector(tmp_p
     records the name, the graph file and its sha256."""
     from navya.cli import main
     from navya.finetune import load_start
-    from navya.models.checkpoint import sha256_file
-
     from navya.models import CheckpointError
+    from navya.models.checkpoint import sha256_file
 
     with pytest.raises(CheckpointError, match="tfod-persn: checkpoint file not found, and not "
                                               "a start navya ships \\(tfod-person\\)"):
