@@ -68,21 +68,20 @@ def plot(results: list[dict], path: Path) -> None:
     sets = sorted({r["set"] for r in results})
     fig = Figure(figsize=(6.0 * len(sets), 4.2), dpi=110)
     FigureCanvasAgg(fig)
-    styles = {"tfod-person": ("tab:green", "-"), "imagenet": ("tab:blue", "-"), "synthetic": ("tab:orange", "--"),
-              "scratch": ("tab:gray", ":")}
+    styles = {"tfod-person": ("tab:green", "-"), "imagenet": ("tab:blue", "-"),
+              "synthetic": ("tab:orange", "--"), "scratch": ("tab:gray", ":")}
     for i, name in enumerate(sets):
         ax = fig.add_subplot(1, len(sets), i + 1)
         for r in (r for r in results if r["set"] == name):
             hist = r["early_stop"]["history"]
             color, line = styles.get(r["start"], ("tab:purple", "-."))
-            ax.plot([h["minutes"] for h in hist], [h["map"] for h in hist], line, color=color,
-                    marker="o", markersize=3, label=f"{r['name']} ({r['start']})")
             best = r["early_stop"]
-            ax.annotate(f"{best['best_map']:.2f}", (next(h["minutes"] for h in hist
-                                                         if h["epoch"] == best["best_epoch"]),
-                                                    best["best_map"]),
-                        textcoords="offset points", xytext=(0, 6), ha="center", fontsize=8,
-                        color=color)
+            at = next(h["minutes"] for h in hist if h["epoch"] == best["best_epoch"])
+            ax.plot([h["minutes"] for h in hist], [h["map"] for h in hist], line, color=color,
+                    marker="o", markersize=3,
+                    label=f"{r['name']} ({r['start']}): best {best['best_map']:.3f}")
+            ax.plot([at], [best["best_map"]], "*", color=color, markersize=11,
+                    markeredgecolor="black", markeredgewidth=0.5)
         ax.axhline(0.5, color="black", linewidth=0.6, alpha=0.5)
         ax.set_title(f"{name}: val mAP@0.5 after each epoch")
         ax.set_xlabel("training minutes (2 cores)")
@@ -90,7 +89,12 @@ def plot(results: list[dict], path: Path) -> None:
         ax.set_ylim(0, 1)
         ax.set_xlim(0, 15)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8, loc="upper left")
+        ax.legend(fontsize=8, loc="lower right")
+    cpus = sorted({f"{r['cpu']['model']}, {r['cpu']['cores']} cores, class {r['cpu']['class']}"
+                   for r in results if r.get("cpu")})
+    if cpus:
+        fig.suptitle(f"navya train --preset finetune; star: best epoch; CPU: {'; '.join(cpus)}",
+                     fontsize=9)
     fig.tight_layout()
     fig.savefig(path)
 
