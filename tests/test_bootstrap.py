@@ -112,6 +112,7 @@ def test_seeded_results_are_reproducible(seed):
     assert one.ap == two.ap and one.seed == seed and three.seed is None
 
 
+@pytest.mark.slow  # 5-18 s: in the slow set to keep `pytest tests/` under 5 minutes
 @PROPERTY_SETTINGS
 @given(seed=st.integers(0, 2**31 - 1))
 def test_more_images_narrow_the_interval(seed):

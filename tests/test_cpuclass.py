@@ -310,6 +310,7 @@ def test_the_machine_key_carries_the_class():
     assert machine_slug({**native, "kernel_class": "x86"}) == machine_slug(native) + "-kx86"
 
 
+@pytest.mark.slow  # 5-18 s: in the slow set to keep `pytest tests/` under 5 minutes
 def test_doctor_prints_the_class_the_runtimes_and_what_applies():
     out = subprocess.run([sys.executable, "-c", "import sys; from navya.cli import main; "
                           "sys.exit(main(sys.argv[1:]))", "doctor", "--json"],

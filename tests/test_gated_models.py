@@ -112,6 +112,7 @@ def test_two_models_each_against_its_own_budgets_and_baselines(pytester, two_mod
     assert "mobilenet_v3_large/fp32-fused.json" in third.stdout.str() + third.stderr.str()
 
 
+@pytest.mark.slow  # 5-18 s: in the slow set to keep `pytest tests/` under 5 minutes
 def test_one_checkpoint_gates_one_model_and_bad_model_names_are_usage_errors(
         pytester, two_models, monkeypatch):
     root, models = two_models

@@ -151,6 +151,7 @@ def tiny_checkpoint(tiny_voc, tmp_path_factory):
     return path
 
 
+@pytest.mark.slow  # 5-18 s: in the slow set to keep `pytest tests/` under 5 minutes
 def test_worker_times_candidates_the_yardstick_stored_builds_and_the_pipeline(
         tiny_checkpoint, tiny_voc, tmp_path):
     from navya.data.voc import VOCDataset
@@ -290,6 +291,7 @@ def test_stored_build_is_used_only_when_present_unchanged_and_of_the_same_config
     assert "recorded for config" in state()[1]
 
 
+@pytest.mark.slow  # 5-18 s: in the slow set to keep `pytest tests/` under 5 minutes
 def test_the_gate_study_tests_the_suites_own_family_of_speed_checks(tmp_path):
     """Issue 28, bug 7: `navya gate-power` assumed 29 speed checks a run where the default run
     compared 67; it now counts them from the suite's own collection."""

@@ -222,6 +222,7 @@ def test_an_unavailable_variant_is_skipped_loudly_in_every_test(suite):
     assert "SKIPPED gone: unavailable on this machine: the gone runtime" in out
 
 
+@pytest.mark.slow  # 5-18 s: in the slow set to keep `pytest tests/` under 5 minutes
 def test_untouched_run_passes_and_writes_reports(suite, pytester):
     result = suite("fp32,fp32-fused", "-k", "not latency and not peak_memory")
     outcomes = result.parseoutcomes()

@@ -280,6 +280,7 @@ def test_eager_int8_quantizes_relu6_and_padding(model):
         assert torch.corrcoef(torch.stack([a.flatten(), b.flatten()]))[0, 1] > least
 
 
+@pytest.mark.slow  # 5-18 s: in the slow set to keep `pytest tests/` under 5 minutes
 def test_onnx_export_runs_in_onnxruntime(model):
     ort = pytest.importorskip("onnxruntime")
     from navya.compress.deploy import export_onnx

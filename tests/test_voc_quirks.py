@@ -282,6 +282,7 @@ def test_data_split_is_stratified_seeded_and_refuses_to_overwrite(tmp_path, caps
     assert (main_dir / "val.txt").read_text().split() == val  # same seed, same split
 
 
+@pytest.mark.slow  # 5-18 s: in the slow set to keep `pytest tests/` under 5 minutes
 def test_a_tiny_model_trains_and_is_gated_on_a_quirky_tree(tmp_path, pytester):
     """The bring-your-own-data path end to end: a tree with labelling-tool quirks reads
     without edits, a tiny model trains a few steps on it, and the suite checks its accuracy and
